@@ -1,0 +1,152 @@
+//! Resolving users and groups to numeric identities, once at configuration
+//! time for `AssignUserID` (so a connection never walks the name service),
+//! or per connection for the expressions.
+#![forbid(unsafe_code)]
+
+use nix::unistd::{Gid, Group, Uid, User};
+use std::ffi::CString;
+use std::fmt;
+
+/// Who a vhost runs as: uid, primary gid and the supplementary groups that
+/// `initgroups(name, gid)` would give.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub user: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum IdError {
+    NoSuchUser(String),
+    NoSuchGroup(String),
+    Lookup(String),
+}
+
+impl fmt::Display for IdError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IdError::NoSuchUser(u) => write!(f, "no such user '{u}'"),
+            IdError::NoSuchGroup(g) => write!(f, "no such group '{g}'"),
+            IdError::Lookup(e) => write!(f, "user database lookup failed: {e}"),
+        }
+    }
+}
+
+fn numeric(spec: &str) -> Option<Result<u32, IdError>> {
+    let n = spec.strip_prefix('#')?;
+    Some(
+        n.parse::<u32>()
+            .ok()
+            .filter(|v| *v != u32::MAX)
+            .ok_or_else(|| IdError::Lookup(format!("'{spec}' is not a valid numeric id"))),
+    )
+}
+
+/// Resolves a user given by name or as `#uid`. Returns (uid, name if known,
+/// primary gid if known).
+pub fn resolve_user(spec: &str) -> Result<(u32, Option<String>, Option<u32>), IdError> {
+    if let Some(n) = numeric(spec) {
+        let uid = n?;
+        let u = User::from_uid(Uid::from_raw(uid)).map_err(|e| IdError::Lookup(e.to_string()))?;
+        return Ok((
+            uid,
+            u.as_ref().map(|u| u.name.clone()),
+            u.map(|u| u.gid.as_raw()),
+        ));
+    }
+    match User::from_name(spec) {
+        Ok(Some(u)) => Ok((u.uid.as_raw(), Some(u.name), Some(u.gid.as_raw()))),
+        Ok(None) => Err(IdError::NoSuchUser(spec.to_string())),
+        Err(e) => Err(IdError::Lookup(e.to_string())),
+    }
+}
+
+/// Resolves a group given by name or as `#gid`.
+pub fn resolve_group(spec: &str) -> Result<u32, IdError> {
+    if let Some(n) = numeric(spec) {
+        return n;
+    }
+    match Group::from_name(spec) {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        Ok(None) => Err(IdError::NoSuchGroup(spec.to_string())),
+        Err(e) => Err(IdError::Lookup(e.to_string())),
+    }
+}
+
+/// The supplementary groups `initgroups(user, gid)` would set: the user's
+/// groups from the group database plus `gid`. A user with no name (numeric
+/// uid without a passwd entry) gets just `gid`.
+pub fn supplementary_groups(user: Option<&str>, gid: u32) -> Result<Vec<u32>, IdError> {
+    let Some(name) = user else {
+        return Ok(vec![gid]);
+    };
+    let c = CString::new(name).map_err(|e| IdError::Lookup(e.to_string()))?;
+    let mut groups: Vec<u32> = nix::unistd::getgrouplist(&c, Gid::from_raw(gid))
+        .map_err(|e| IdError::Lookup(e.to_string()))?
+        .into_iter()
+        .map(|g| g.as_raw())
+        .collect();
+    groups.sort_unstable();
+    groups.dedup();
+    Ok(groups)
+}
+
+/// `AssignUserID user group` resolved completely.
+pub fn resolve_identity(user: &str, group: &str) -> Result<Identity, IdError> {
+    let (uid, name, _) = resolve_user(user)?;
+    let gid = resolve_group(group)?;
+    let groups = supplementary_groups(name.as_deref(), gid)?;
+    Ok(Identity {
+        user: name.unwrap_or_else(|| user.to_string()),
+        uid,
+        gid,
+        groups,
+    })
+}
+
+/// A user name produced by `AssignUserIDExpr`: uid and the user's groups
+/// with `gid` as the primary group.
+pub fn resolve_user_name(name: &str, gid: u32) -> Result<Identity, IdError> {
+    let (uid, real, _) = resolve_user(name)?;
+    let groups = supplementary_groups(real.as_deref(), gid)?;
+    Ok(Identity {
+        user: real.unwrap_or_else(|| name.to_string()),
+        uid,
+        gid,
+        groups,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_resolves_by_name_and_number() {
+        assert_eq!(resolve_user("root").unwrap().0, 0);
+        assert_eq!(resolve_user("#0").unwrap().1.as_deref(), Some("root"));
+        assert_eq!(resolve_group("#12345").unwrap(), 12345);
+    }
+
+    #[test]
+    fn unknown_names_are_errors() {
+        assert_eq!(
+            resolve_user("no-such-user-itk"),
+            Err(IdError::NoSuchUser("no-such-user-itk".into()))
+        );
+        assert_eq!(
+            resolve_group("no-such-group-itk"),
+            Err(IdError::NoSuchGroup("no-such-group-itk".into()))
+        );
+        assert!(resolve_user("#abc").is_err());
+    }
+
+    #[test]
+    fn groups_include_primary() {
+        let g = supplementary_groups(Some("root"), 0).unwrap();
+        assert!(g.contains(&0));
+        assert_eq!(supplementary_groups(None, 77).unwrap(), vec![77]);
+    }
+}

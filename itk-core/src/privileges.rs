@@ -1,0 +1,556 @@
+//! The two privilege recipes, in order, each step saying why it stands where
+//! it does:
+//!
+//! * [`enter_worker_sandbox`]: run once in every worker before it accepts
+//!   anything. Root becomes `User`/`Group` with exactly four capabilities
+//!   (or stays a seccomp-restricted root with `EnableCapabilities Off`).
+//! * [`become_vhost_user`]: run in a connection child after httpd has picked
+//!   the vhost and merged the per-directory configuration. The process takes
+//!   the vhost's uid/gid/groups and keeps no capability.
+//!
+//! Every system call goes through the small [`Sys`] trait so the order can be
+//! checked with a recording double in unit tests; [`RealSys`] is the real
+//! thing, checked end to end against `/proc/<pid>/status` by the tests in
+//! `tests/`.
+
+use crate::ranges::Allowed;
+use caps::{CapSet, Capability, CapsHashSet};
+use seccompiler::BpfProgram;
+use std::fmt;
+use std::io;
+
+/// The capabilities a worker keeps with `EnableCapabilities On`: switch
+/// uid/gid, read any file to find the vhost's documents and `.htaccess`
+/// before the switch, and apply a negative `NiceValue`.
+pub fn worker_capabilities() -> CapsHashSet {
+    [
+        Capability::CAP_SETUID,
+        Capability::CAP_SETGID,
+        Capability::CAP_DAC_READ_SEARCH,
+        Capability::CAP_SYS_NICE,
+    ]
+    .into_iter()
+    .collect()
+}
+
+/// Every privileged operation the recipes perform.
+pub trait Sys {
+    /// `prctl(PR_SET_NO_NEW_PRIVS, 1)`.
+    fn set_no_new_privs(&mut self) -> io::Result<()>;
+    /// Installs a seccomp filter (without setting no_new_privs itself).
+    fn install_filter(&mut self, prog: &BpfProgram) -> io::Result<()>;
+    /// Drops every capability but `keep` from the bounding set.
+    fn limit_bounding_set(&mut self, keep: &CapsHashSet) -> io::Result<()>;
+    /// `prctl(PR_SET_KEEPCAPS, on)`.
+    fn set_keep_caps(&mut self, on: bool) -> io::Result<()>;
+    /// `setgroups(groups)`.
+    fn set_groups(&mut self, groups: &[u32]) -> io::Result<()>;
+    /// `setresgid(gid, gid, gid)`.
+    fn set_gid(&mut self, gid: u32) -> io::Result<()>;
+    /// `setresuid(uid, uid, uid)`.
+    fn set_uid(&mut self, uid: u32) -> io::Result<()>;
+    /// Effective = permitted = `keep`; inheritable and ambient empty.
+    fn set_caps(&mut self, keep: &CapsHashSet) -> io::Result<()>;
+    /// `setpriority(PRIO_PROCESS, 0, nice)`.
+    fn set_nice(&mut self, nice: i32) -> io::Result<()>;
+    /// `prctl(PR_SET_DUMPABLE, 1)` (for CoreDumpDirectory).
+    fn set_dumpable(&mut self) -> io::Result<()>;
+    /// Real, effective and saved uid and gid.
+    fn ids(&self) -> io::Result<([u32; 3], [u32; 3])>;
+}
+
+/// A failed privilege step.
+#[derive(Debug)]
+pub enum PrivError {
+    /// A system call failed; `step` names it.
+    Call { step: &'static str, err: io::Error },
+    /// The target uid is root, -1 or outside LimitUIDRange.
+    UidNotAllowed(u32),
+    /// The target gid is root, -1 or outside LimitGIDRange.
+    GidNotAllowed(u32),
+    /// After the switch the kernel reports other ids than asked for.
+    Mismatch {
+        want: (u32, u32),
+        got: ([u32; 3], [u32; 3]),
+    },
+}
+
+impl fmt::Display for PrivError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PrivError::Call { step, err } => write!(f, "{step} failed: {err}"),
+            PrivError::UidNotAllowed(u) => {
+                write!(f, "uid {u} is not allowed (root, or outside LimitUIDRange)")
+            }
+            PrivError::GidNotAllowed(g) => {
+                write!(f, "gid {g} is not allowed (root, or outside LimitGIDRange)")
+            }
+            PrivError::Mismatch { want, got } => write!(
+                f,
+                "identity check failed: wanted uid {} gid {}, kernel reports uids {:?} gids {:?}",
+                want.0, want.1, got.0, got.1
+            ),
+        }
+    }
+}
+
+impl std::error::Error for PrivError {}
+
+fn step<T>(name: &'static str, r: io::Result<T>) -> Result<T, PrivError> {
+    r.map_err(|err| PrivError::Call { step: name, err })
+}
+
+/// What a worker becomes.
+#[derive(Clone, Debug)]
+pub struct WorkerPlan {
+    /// `User`, `Group` and the user's supplementary groups.
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    /// `EnableCapabilities`.
+    pub enable_caps: bool,
+    /// `NoNewPrivileges`.
+    pub no_new_privs: bool,
+    /// Keep the process dumpable (CoreDumpDirectory).
+    pub dumpable: bool,
+    /// The compiled uid/gid filter ([`crate::seccomp::build`]).
+    pub filter: BpfProgram,
+}
+
+/// Recipe 1: enter the worker sandbox (once per worker, before accept).
+pub fn enter_worker_sandbox<S: Sys>(sys: &mut S, plan: &WorkerPlan) -> Result<(), PrivError> {
+    // Only if asked: no_new_privs also disables setgid helpers (postdrop
+    // behind PHP's mail()), which the C module never did.
+    if plan.no_new_privs {
+        step("prctl(PR_SET_NO_NEW_PRIVS)", sys.set_no_new_privs())?;
+    }
+    // The filter goes in first, while we are still root: without
+    // no_new_privs the kernel requires CAP_SYS_ADMIN to install it, and every
+    // later set*id call (our own below included) must already pass through it.
+    step("seccomp filter", sys.install_filter(&plan.filter))?;
+    if !plan.enable_caps {
+        // EnableCapabilities Off: a root worker (NFS setups) restricted by
+        // the filter alone, as in the C module.
+        return Ok(());
+    }
+    let keep = worker_capabilities();
+    // Shrinking the bounding set needs CAP_SETPCAP, which only root holds:
+    // do it now. It caps what exec of a setuid or file-capability binary can
+    // ever give back to this process or its children.
+    step(
+        "limit capability bounding set",
+        sys.limit_bounding_set(&keep),
+    )?;
+    // Keep the permitted set across the uid change away from 0 below
+    // (without it the kernel clears every capability).
+    step("prctl(PR_SET_KEEPCAPS, 1)", sys.set_keep_caps(true))?;
+    // Groups before gid before uid: each needs the privilege the next drops.
+    step("setgroups", sys.set_groups(&plan.groups))?;
+    step("setresgid", sys.set_gid(plan.gid))?;
+    step("setresuid", sys.set_uid(plan.uid))?;
+    // Now an ordinary user: make exactly the four capabilities effective and
+    // permitted; nothing inheritable or ambient, so no exec'd program gets any.
+    step("set capabilities", sys.set_caps(&keep))?;
+    // The vhost switch must not keep capabilities across its setuid.
+    step("prctl(PR_SET_KEEPCAPS, 0)", sys.set_keep_caps(false))?;
+    if plan.dumpable {
+        // setuid cleared the dumpable flag; CoreDumpDirectory wants it back.
+        step("prctl(PR_SET_DUMPABLE)", sys.set_dumpable())?;
+    }
+    check_ids(sys, plan.uid, plan.gid)
+}
+
+/// Who a connection child becomes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    /// `NiceValue`, already clamped to -20..19.
+    pub nice: Option<i32>,
+}
+
+/// The outcome of a successful switch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Switched {
+    /// Supplementary groups left out because LimitGIDRange excludes them.
+    pub dropped_groups: Vec<u32>,
+}
+
+/// Recipe 2: become the vhost's user (once per connection, after the
+/// per-dir merge). Irreversible: on success no capability is left.
+pub fn become_vhost_user<S: Sys>(
+    sys: &mut S,
+    target: &Target,
+    allowed: &Allowed,
+) -> Result<Switched, PrivError> {
+    // Refuse before touching anything: root and out-of-range ids are never
+    // taken, whatever the configuration or an expression produced (the
+    // seccomp filter would refuse them too; this gives a clear message).
+    if !allowed.uid_ok(target.uid) {
+        return Err(PrivError::UidNotAllowed(target.uid));
+    }
+    if !allowed.gid_ok(target.gid) {
+        return Err(PrivError::GidNotAllowed(target.gid));
+    }
+    // BPF cannot read setgroups' list, so the list is checked here.
+    let (groups, dropped_groups): (Vec<u32>, Vec<u32>) = target
+        .groups
+        .iter()
+        .partition(|g| **g == target.gid || allowed.gid_ok(**g));
+    // Lowering the nice value needs CAP_SYS_NICE: before the caps go.
+    if let Some(n) = target.nice {
+        step("setpriority", sys.set_nice(n))?;
+    }
+    // Groups, gid, uid: each call needs the capability the next one takes
+    // away (CAP_SETGID for the first two, CAP_SETUID for the last).
+    step("setgroups", sys.set_groups(&groups))?;
+    step("setresgid", sys.set_gid(target.gid))?;
+    step("setresuid", sys.set_uid(target.uid))?;
+    // A setuid between two non-root uids keeps the worker's capabilities:
+    // drop them all explicitly. From here there is no way back.
+    step("drop capabilities", sys.set_caps(&CapsHashSet::new()))?;
+    check_ids(sys, target.uid, target.gid)?;
+    Ok(Switched { dropped_groups })
+}
+
+/// Reads back real/effective/saved ids: a request is never served under an
+/// identity other than the one asked for.
+fn check_ids<S: Sys>(sys: &S, uid: u32, gid: u32) -> Result<(), PrivError> {
+    let got = step("getresuid/getresgid", sys.ids())?;
+    if got.0.iter().all(|u| *u == uid) && got.1.iter().all(|g| *g == gid) {
+        Ok(())
+    } else {
+        Err(PrivError::Mismatch {
+            want: (uid, gid),
+            got,
+        })
+    }
+}
+
+/// The real system calls.
+pub struct RealSys;
+
+fn caps_err(e: caps::errors::CapsError) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+fn check(rc: libc::c_int) -> io::Result<()> {
+    if rc == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+impl Sys for RealSys {
+    fn set_no_new_privs(&mut self) -> io::Result<()> {
+        // SAFETY: prctl with integer arguments only.
+        check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })
+    }
+
+    fn install_filter(&mut self, prog: &BpfProgram) -> io::Result<()> {
+        crate::seccomp::install(prog)
+    }
+
+    fn limit_bounding_set(&mut self, keep: &CapsHashSet) -> io::Result<()> {
+        // PR_CAPBSET_DROP, one capability at a time, over those this kernel
+        // knows.
+        for cap in caps::runtime::thread_all_supported() {
+            if !keep.contains(&cap)
+                && caps::has_cap(None, CapSet::Bounding, cap).map_err(caps_err)?
+            {
+                caps::drop(None, CapSet::Bounding, cap).map_err(caps_err)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn set_keep_caps(&mut self, on: bool) -> io::Result<()> {
+        // SAFETY: prctl with integer arguments only.
+        check(unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, on as libc::c_ulong, 0, 0, 0) })
+    }
+
+    fn set_groups(&mut self, groups: &[u32]) -> io::Result<()> {
+        // SAFETY: the pointer and length describe a live slice of gid_t.
+        check(unsafe { libc::setgroups(groups.len(), groups.as_ptr()) })
+    }
+
+    fn set_gid(&mut self, gid: u32) -> io::Result<()> {
+        // SAFETY: integer arguments only.
+        check(unsafe { libc::setresgid(gid, gid, gid) })
+    }
+
+    fn set_uid(&mut self, uid: u32) -> io::Result<()> {
+        // SAFETY: integer arguments only.
+        check(unsafe { libc::setresuid(uid, uid, uid) })
+    }
+
+    fn set_caps(&mut self, keep: &CapsHashSet) -> io::Result<()> {
+        // Effective first: it must stay a subset of permitted at each step.
+        caps::set(None, CapSet::Effective, keep).map_err(caps_err)?;
+        caps::set(None, CapSet::Permitted, keep).map_err(caps_err)?;
+        caps::clear(None, CapSet::Inheritable).map_err(caps_err)?;
+        caps::clear(None, CapSet::Ambient).map_err(caps_err)
+    }
+
+    fn set_nice(&mut self, nice: i32) -> io::Result<()> {
+        // SAFETY: integer arguments only (setpriority returns 0 or -1).
+        check(unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) })
+    }
+
+    fn set_dumpable(&mut self) -> io::Result<()> {
+        // SAFETY: prctl with integer arguments only.
+        check(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) })
+    }
+
+    fn ids(&self) -> io::Result<([u32; 3], [u32; 3])> {
+        let (mut r, mut e, mut s) = (0, 0, 0);
+        let (mut rg, mut eg, mut sg) = (0, 0, 0);
+        // SAFETY: out-pointers are valid locals.
+        check(unsafe { libc::getresuid(&mut r, &mut e, &mut s) })?;
+        // SAFETY: as above.
+        check(unsafe { libc::getresgid(&mut rg, &mut eg, &mut sg) })?;
+        Ok(([r, e, s], [rg, eg, sg]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ranges::IdRange;
+
+    /// A recording double: remembers every call in order and plays the
+    /// kernel's part for the ids.
+    #[derive(Default)]
+    struct Recorder {
+        steps: Vec<String>,
+        uid: u32,
+        gid: u32,
+        fail_at: Option<&'static str>,
+    }
+
+    impl Recorder {
+        fn rec(&mut self, s: String, name: &'static str) -> io::Result<()> {
+            self.steps.push(s);
+            if self.fail_at == Some(name) {
+                return Err(io::Error::from_raw_os_error(libc::EPERM));
+            }
+            Ok(())
+        }
+    }
+
+    impl Sys for Recorder {
+        fn set_no_new_privs(&mut self) -> io::Result<()> {
+            self.rec("no_new_privs".into(), "nnp")
+        }
+        fn install_filter(&mut self, _p: &BpfProgram) -> io::Result<()> {
+            self.rec("filter".into(), "filter")
+        }
+        fn limit_bounding_set(&mut self, keep: &CapsHashSet) -> io::Result<()> {
+            self.rec(format!("bounding {}", keep.len()), "bounding")
+        }
+        fn set_keep_caps(&mut self, on: bool) -> io::Result<()> {
+            self.rec(format!("keepcaps {on}"), "keepcaps")
+        }
+        fn set_groups(&mut self, g: &[u32]) -> io::Result<()> {
+            self.rec(format!("setgroups {g:?}"), "setgroups")
+        }
+        fn set_gid(&mut self, gid: u32) -> io::Result<()> {
+            self.rec(format!("setgid {gid}"), "setgid")?;
+            self.gid = gid;
+            Ok(())
+        }
+        fn set_uid(&mut self, uid: u32) -> io::Result<()> {
+            self.rec(format!("setuid {uid}"), "setuid")?;
+            self.uid = uid;
+            Ok(())
+        }
+        fn set_caps(&mut self, keep: &CapsHashSet) -> io::Result<()> {
+            self.rec(format!("caps {}", keep.len()), "caps")
+        }
+        fn set_nice(&mut self, n: i32) -> io::Result<()> {
+            self.rec(format!("nice {n}"), "nice")
+        }
+        fn set_dumpable(&mut self) -> io::Result<()> {
+            self.rec("dumpable".into(), "dumpable")
+        }
+        fn ids(&self) -> io::Result<([u32; 3], [u32; 3])> {
+            Ok(([self.uid; 3], [self.gid; 3]))
+        }
+    }
+
+    fn plan(enable_caps: bool) -> WorkerPlan {
+        WorkerPlan {
+            uid: 33,
+            gid: 33,
+            groups: vec![33],
+            enable_caps,
+            no_new_privs: false,
+            dumpable: false,
+            filter: Vec::new(),
+        }
+    }
+
+    fn allowed() -> Allowed {
+        Allowed {
+            uids: IdRange {
+                min: 1000,
+                max: 2000,
+            },
+            gids: IdRange {
+                min: 1000,
+                max: 2000,
+            },
+            server_uid: 33,
+            server_gid: 33,
+        }
+    }
+
+    #[test]
+    fn worker_sandbox_order() {
+        let mut r = Recorder::default();
+        enter_worker_sandbox(&mut r, &plan(true)).unwrap();
+        assert_eq!(
+            r.steps,
+            [
+                "filter",
+                "bounding 4",
+                "keepcaps true",
+                "setgroups [33]",
+                "setgid 33",
+                "setuid 33",
+                "caps 4",
+                "keepcaps false"
+            ]
+        );
+    }
+
+    #[test]
+    fn worker_sandbox_without_caps_stays_root_but_filtered() {
+        let mut r = Recorder::default();
+        let mut p = plan(false);
+        p.no_new_privs = true;
+        p.uid = 0;
+        p.gid = 0;
+        enter_worker_sandbox(&mut r, &p).unwrap();
+        assert_eq!(r.steps, ["no_new_privs", "filter"]);
+    }
+
+    #[test]
+    fn worker_sandbox_stops_at_first_failure() {
+        let mut r = Recorder {
+            fail_at: Some("setgid"),
+            ..Default::default()
+        };
+        let e = enter_worker_sandbox(&mut r, &plan(true)).unwrap_err();
+        assert!(e.to_string().contains("setresgid"), "{e}");
+        assert_eq!(r.steps.last().unwrap(), "setgid 33");
+        assert!(!r.steps.iter().any(|s| s.starts_with("setuid")));
+    }
+
+    #[test]
+    fn vhost_switch_order_and_group_filtering() {
+        let mut r = Recorder::default();
+        let t = Target {
+            uid: 1500,
+            gid: 1500,
+            groups: vec![0, 1500, 1600, 5000],
+            nice: Some(5),
+        };
+        let s = become_vhost_user(&mut r, &t, &allowed()).unwrap();
+        assert_eq!(s.dropped_groups, vec![0, 5000]);
+        assert_eq!(
+            r.steps,
+            [
+                "nice 5",
+                "setgroups [1500, 1600]",
+                "setgid 1500",
+                "setuid 1500",
+                "caps 0"
+            ]
+        );
+    }
+
+    #[test]
+    fn vhost_switch_refuses_root_and_out_of_range_before_any_call() {
+        for (uid, gid) in [
+            (0, 1500),
+            (1500, 0),
+            (2500, 1500),
+            (1500, 2500),
+            (u32::MAX, 1500),
+        ] {
+            let mut r = Recorder::default();
+            let t = Target {
+                uid,
+                gid,
+                groups: vec![],
+                nice: None,
+            };
+            assert!(become_vhost_user(&mut r, &t, &allowed()).is_err());
+            assert!(r.steps.is_empty(), "{uid}/{gid}: {:?}", r.steps);
+        }
+        // the server's own User/Group is allowed outside the range
+        let mut r = Recorder::default();
+        let t = Target {
+            uid: 33,
+            gid: 33,
+            groups: vec![33],
+            nice: None,
+        };
+        become_vhost_user(&mut r, &t, &allowed()).unwrap();
+    }
+
+    #[test]
+    fn vhost_switch_detects_wrong_identity() {
+        struct Liar(Recorder);
+        impl Sys for Liar {
+            fn set_no_new_privs(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+            fn install_filter(&mut self, _: &BpfProgram) -> io::Result<()> {
+                Ok(())
+            }
+            fn limit_bounding_set(&mut self, _: &CapsHashSet) -> io::Result<()> {
+                Ok(())
+            }
+            fn set_keep_caps(&mut self, _: bool) -> io::Result<()> {
+                Ok(())
+            }
+            fn set_groups(&mut self, _: &[u32]) -> io::Result<()> {
+                Ok(())
+            }
+            fn set_gid(&mut self, _: u32) -> io::Result<()> {
+                Ok(())
+            }
+            // pretends success but leaves the uid unchanged
+            fn set_uid(&mut self, _: u32) -> io::Result<()> {
+                Ok(())
+            }
+            fn set_caps(&mut self, _: &CapsHashSet) -> io::Result<()> {
+                Ok(())
+            }
+            fn set_nice(&mut self, _: i32) -> io::Result<()> {
+                Ok(())
+            }
+            fn set_dumpable(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+            fn ids(&self) -> io::Result<([u32; 3], [u32; 3])> {
+                self.0.ids()
+            }
+        }
+        let mut l = Liar(Recorder::default());
+        let t = Target {
+            uid: 1500,
+            gid: 1500,
+            groups: vec![],
+            nice: None,
+        };
+        assert!(matches!(
+            become_vhost_user(&mut l, &t, &allowed()),
+            Err(PrivError::Mismatch { .. })
+        ));
+    }
+}

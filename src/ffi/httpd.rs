@@ -1,0 +1,1166 @@
+//! Safe wrappers for the httpd and process calls the MPM makes: retained
+//! data, scoreboard, listener buckets (listeners, pipe of death, accept
+//! mutex), the worker's accept loop, forking, signals and waiting.
+//!
+//! Names follow prefork.c so an httpd developer finds their way; the process
+//! model itself (what to call when) lives in `crate::mpm`.
+
+use super::sys;
+use super::{Pool, Server, status_is_eacces};
+use std::ffi::{c_int, c_void};
+use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, Ordering};
+
+pub use sys::{SERVER_DEAD, SERVER_GRACEFUL, SERVER_READY, SERVER_STARTING};
+
+pub const APEXIT_CHILDFATAL: i32 = sys::APEXIT_CHILDFATAL;
+pub const APEXIT_CHILDSICK: i32 = sys::APEXIT_CHILDSICK;
+pub const AP_SIG_GRACEFUL: i32 = sys::AP_SIG_GRACEFUL;
+
+/// `AP_MPMQ_*` codes the MPM answers.
+pub mod mpmq {
+    use super::sys;
+    pub const NOT_SUPPORTED: i32 = sys::AP_MPMQ_NOT_SUPPORTED;
+    pub const DYNAMIC: i32 = sys::AP_MPMQ_DYNAMIC;
+    pub const MAX_DAEMON_USED: i32 = sys::AP_MPMQ_MAX_DAEMON_USED;
+    pub const IS_THREADED: i32 = sys::AP_MPMQ_IS_THREADED;
+    pub const IS_FORKED: i32 = sys::AP_MPMQ_IS_FORKED;
+    pub const HARD_LIMIT_DAEMONS: i32 = sys::AP_MPMQ_HARD_LIMIT_DAEMONS;
+    pub const HARD_LIMIT_THREADS: i32 = sys::AP_MPMQ_HARD_LIMIT_THREADS;
+    pub const MAX_THREADS: i32 = sys::AP_MPMQ_MAX_THREADS;
+    pub const MIN_SPARE_DAEMONS: i32 = sys::AP_MPMQ_MIN_SPARE_DAEMONS;
+    pub const MIN_SPARE_THREADS: i32 = sys::AP_MPMQ_MIN_SPARE_THREADS;
+    pub const MAX_SPARE_DAEMONS: i32 = sys::AP_MPMQ_MAX_SPARE_DAEMONS;
+    pub const MAX_SPARE_THREADS: i32 = sys::AP_MPMQ_MAX_SPARE_THREADS;
+    pub const MAX_REQUESTS_DAEMON: i32 = sys::AP_MPMQ_MAX_REQUESTS_DAEMON;
+    pub const MAX_DAEMONS: i32 = sys::AP_MPMQ_MAX_DAEMONS;
+    pub const MPM_STATE: i32 = sys::AP_MPMQ_MPM_STATE;
+    pub const GENERATION: i32 = sys::AP_MPMQ_GENERATION;
+    pub const STARTING: i32 = sys::AP_MPMQ_STARTING;
+    pub const RUNNING: i32 = sys::AP_MPMQ_RUNNING;
+    pub const STOPPING: i32 = sys::AP_MPMQ_STOPPING;
+}
+
+// ---------------------------------------------------------------------------
+// Retained data (survives the DSO unload/reload on every restart)
+// ---------------------------------------------------------------------------
+
+/// prefork's `prefork_retained_data`, kept in httpd's retained memory.
+#[repr(C)]
+struct RetainedBlock {
+    mpm: *mut sys::ap_unixd_mpm_retained_data,
+    first_server_limit: c_int,
+    maxclients_reported: c_int,
+    max_daemons_limit: c_int,
+    idle_spawn_rate: c_int,
+    hold_off_on_exponential_spawning: c_int,
+    /// Shared (MAP_SHARED) table of `ServerLimit` words: which vhost each
+    /// worker slot's connection child serves now (for MaxClientsVHost).
+    vhost_table: *mut c_void,
+    vhost_table_len: usize,
+}
+
+static RETAINED: AtomicPtr<RetainedBlock> = AtomicPtr::new(ptr::null_mut());
+
+/// Handle on the retained block; all accessors are plain loads/stores on
+/// memory httpd keeps for the life of the process.
+#[derive(Clone, Copy)]
+pub struct Retained(NonNull<RetainedBlock>);
+
+macro_rules! retained_field {
+    ($get:ident, $set:ident, $field:ident) => {
+        pub fn $get(self) -> i32 {
+            // SAFETY: the block is live for the process; single-threaded.
+            unsafe { (*self.0.as_ptr()).$field }
+        }
+        pub fn $set(self, v: i32) {
+            // SAFETY: as above.
+            unsafe { (*self.0.as_ptr()).$field = v }
+        }
+    };
+}
+
+macro_rules! unixd_field {
+    ($get:ident, $set:ident, $field:ident) => {
+        pub fn $get(self) -> i32 {
+            // SAFETY: `mpm` points at httpd's unixd retained block, live for
+            // the process; httpd's signal handlers write some of these
+            // fields, hence the volatile read.
+            unsafe { ptr::read_volatile(&(*self.mpm()).$field) }
+        }
+        pub fn $set(self, v: i32) {
+            // SAFETY: as above.
+            unsafe { ptr::write_volatile(&mut (*self.mpm()).$field, v) }
+        }
+    };
+}
+
+impl Retained {
+    /// prefork_pre_config's lookup: finds or creates the block, links it to
+    /// mod_unixd's retained MPM data (the `baton`) and counts module loads.
+    pub fn attach() -> Retained {
+        const KEY: &std::ffi::CStr = c"mpm_itk_module";
+        // SAFETY: ap_retained_data_get/create return memory owned by the
+        // process pool (zeroed on creation) of at least the requested size.
+        let block = unsafe {
+            let mut p = sys::ap_retained_data_get(KEY.as_ptr()) as *mut RetainedBlock;
+            if p.is_null() {
+                p = sys::ap_retained_data_create(KEY.as_ptr(), size_of::<RetainedBlock>())
+                    as *mut RetainedBlock;
+                (*p).mpm = sys::ap_unixd_mpm_get_retained_data();
+                (*p).idle_spawn_rate = 1;
+            }
+            p
+        };
+        RETAINED.store(block, Ordering::Relaxed);
+        let r = Retained(NonNull::new(block).expect("ap_retained_data_create failed"));
+        // SAFETY: `mpm` was set above, from httpd.
+        unsafe {
+            let m = r.mpm();
+            (*m).mpm_state = sys::AP_MPMQ_STARTING;
+            if (*m).baton != block as *mut c_void {
+                (*m).was_graceful = 0;
+                (*m).baton = block as *mut c_void;
+            }
+            (*m).module_loads += 1;
+        }
+        r
+    }
+
+    /// The block attached in this DSO load, if pre_config ran.
+    pub fn get() -> Option<Retained> {
+        NonNull::new(RETAINED.load(Ordering::Relaxed)).map(Retained)
+    }
+
+    fn mpm(self) -> *mut sys::ap_unixd_mpm_retained_data {
+        // SAFETY: see `attach`.
+        unsafe { (*self.0.as_ptr()).mpm }
+    }
+
+    retained_field!(
+        first_server_limit,
+        set_first_server_limit,
+        first_server_limit
+    );
+    retained_field!(
+        maxclients_reported,
+        set_maxclients_reported,
+        maxclients_reported
+    );
+    retained_field!(max_daemons_limit, set_max_daemons_limit, max_daemons_limit);
+    retained_field!(idle_spawn_rate, set_idle_spawn_rate, idle_spawn_rate);
+    retained_field!(
+        hold_off_on_exponential_spawning,
+        set_hold_off_on_exponential_spawning,
+        hold_off_on_exponential_spawning
+    );
+    unixd_field!(mpm_state, set_mpm_state, mpm_state);
+    unixd_field!(shutdown_pending, set_shutdown_pending, shutdown_pending);
+    unixd_field!(restart_pending, set_restart_pending, restart_pending);
+    unixd_field!(is_ungraceful, set_is_ungraceful, is_ungraceful);
+    unixd_field!(my_generation, set_my_generation, my_generation);
+    unixd_field!(module_loads, set_module_loads, module_loads);
+    unixd_field!(was_graceful, set_was_graceful, was_graceful);
+    unixd_field!(num_buckets, set_num_buckets, num_buckets);
+
+    /// The shared vhost table (one word per scoreboard slot), created once
+    /// per process life in anonymous shared memory so every worker and
+    /// connection child sees the same words.
+    pub fn vhost_table(self, slots: usize) -> Option<&'static [std::sync::atomic::AtomicU64]> {
+        // SAFETY: the block is live; the mapping is created once and never
+        // unmapped, AtomicU64 has the layout of u64 and all-zero is valid.
+        unsafe {
+            let b = self.0.as_ptr();
+            if (*b).vhost_table.is_null() {
+                let len = slots.max(1) * size_of::<u64>();
+                let p = libc::mmap(
+                    ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                );
+                if p == libc::MAP_FAILED {
+                    return None;
+                }
+                (*b).vhost_table = p;
+                (*b).vhost_table_len = slots.max(1);
+            }
+            Some(std::slice::from_raw_parts(
+                (*b).vhost_table as *const std::sync::atomic::AtomicU64,
+                (*b).vhost_table_len,
+            ))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Configuration globals owned by httpd core
+// ---------------------------------------------------------------------------
+
+/// `-D NAME` given on the command line?
+pub fn config_define(name: &std::ffi::CStr) -> bool {
+    // SAFETY: reads httpd's define list with a NUL-terminated name.
+    unsafe { sys::ap_exists_config_define(name.as_ptr()) != 0 }
+}
+
+/// `MaxConnectionsPerChild` (core directive).
+pub fn max_requests_per_child() -> i32 {
+    // SAFETY: plain read of a core global set during config parsing.
+    unsafe { sys::ap_max_requests_per_child }
+}
+
+pub fn graceful_shutdown_timeout() -> i32 {
+    // SAFETY: plain read of a core global set during config parsing.
+    unsafe { sys::ap_graceful_shutdown_timeout }
+}
+
+pub fn set_extended_status(v: i32) {
+    // SAFETY: plain write of a core global; prefork resets it in pre_config.
+    unsafe { sys::ap_extended_status = v }
+}
+
+/// `User`/`Group` as mod_unixd parsed them: (name, uid, gid).
+pub fn unixd_user_group() -> (String, u32, u32) {
+    // SAFETY: plain reads of mod_unixd's global configuration record.
+    unsafe {
+        (
+            super::c_to_string(sys::ap_unixd_config.user_name),
+            sys::ap_unixd_config.user_id,
+            sys::ap_unixd_config.group_id,
+        )
+    }
+}
+
+/// `ChrootDir`, if set.
+pub fn unixd_chroot_dir() -> Option<String> {
+    // SAFETY: plain read of mod_unixd's global configuration record.
+    let p = unsafe { sys::ap_unixd_config.chroot_dir };
+    (!p.is_null()).then(|| super::c_to_string(p))
+}
+
+/// Was `CoreDumpDirectory` configured (then workers must stay dumpable)?
+pub fn coredumpdir_configured() -> bool {
+    // SAFETY: plain read of a core global.
+    unsafe { sys::ap_coredumpdir_configured != 0 }
+}
+
+pub fn add_version_component(pconf: Pool, component: &str) {
+    let c = super::cstring_lossy(component);
+    // SAFETY: httpd copies the string into pconf.
+    unsafe { sys::ap_add_version_component(pconf.raw(), c.as_ptr()) }
+}
+
+pub fn mutex_register_accept(pconf: Pool) {
+    // SAFETY: registers the "mpm-accept" mutex type, as prefork does.
+    unsafe {
+        sys::ap_mutex_register(
+            pconf.raw(),
+            sys::AP_ACCEPT_MUTEX_TYPE.as_ptr() as *const _,
+            ptr::null(),
+            sys::apr_lockmech_e_APR_LOCK_DEFAULT,
+            0,
+        );
+    }
+}
+
+pub fn listen_pre_config() {
+    // SAFETY: resets core's listener configuration, as every MPM does.
+    unsafe { sys::ap_listen_pre_config() }
+}
+
+/// Daemonises (or just detaches, with `-DNO_DETACH`).
+pub fn detach(foreground_only: bool) -> Result<(), i32> {
+    let how = if foreground_only {
+        sys::APR_PROC_DETACH_FOREGROUND
+    } else {
+        sys::APR_PROC_DETACH_DAEMONIZE
+    };
+    // SAFETY: plain APR call; the process is single-threaded here.
+    match unsafe { sys::apr_proc_detach(how) } {
+        0 => Ok(()),
+        rv => Err(rv),
+    }
+}
+
+pub fn fatal_signal_setup(pconf: Pool) {
+    if let Some(s) = Server::main() {
+        // SAFETY: installs httpd's crash handlers, as prefork does.
+        unsafe { sys::ap_fatal_signal_setup(s.0.as_ptr(), pconf.raw()) };
+    }
+}
+
+pub fn log_pid(pconf: Pool) {
+    // SAFETY: writes the PidFile configured in core.
+    unsafe { sys::ap_log_pid(pconf.raw(), sys::ap_pid_fname) }
+}
+
+pub fn remove_pid(pconf: Pool) {
+    // SAFETY: removes the PidFile configured in core.
+    unsafe { sys::ap_remove_pid(pconf.raw(), sys::ap_pid_fname) }
+}
+
+/// `ap_run_pre_mpm`: creates the scoreboard (SB_SHARED).
+pub fn run_pre_mpm() -> bool {
+    let Some(s) = Server::main() else {
+        return false;
+    };
+    // SAFETY: the process record lives for the process.
+    unsafe {
+        sys::ap_run_pre_mpm(
+            (*(*s.0.as_ptr()).process).pool,
+            sys::ap_scoreboard_e_SB_SHARED,
+        ) == sys::OK
+    }
+}
+
+/// Installs mod_unixd's parent signal handlers (SIGTERM, SIGHUP, SIGUSR1,
+/// SIGWINCH set the retained flags).
+pub fn set_parent_signals(pconf: Pool, one_process: bool) {
+    // SAFETY: plain httpd call.
+    unsafe { sys::ap_unixd_mpm_set_signals(pconf.raw(), one_process as c_int) }
+}
+
+/// The "resuming normal operations" banner and friends.
+pub fn log_startup_banner(plog: Pool, accept_mutex_name: &str) {
+    let Some(s) = Server::main() else { return };
+    // SAFETY: reads static strings from httpd.
+    let (desc, built) = unsafe {
+        (
+            super::c_to_string(sys::ap_get_server_description()),
+            super::c_to_string(sys::ap_get_server_built()),
+        )
+    };
+    super::log(
+        super::Level::Notice,
+        0,
+        Some(s),
+        &format!("{desc} configured -- resuming normal operations"),
+    );
+    super::log(
+        super::Level::Info,
+        0,
+        Some(s),
+        &format!("Server built: {built}"),
+    );
+    // SAFETY: plain httpd logging calls.
+    unsafe {
+        sys::ap_log_command_line(plog.raw(), s.0.as_ptr());
+        sys::ap_log_mpm_common(s.0.as_ptr());
+    }
+    super::log(
+        super::Level::Debug,
+        0,
+        Some(s),
+        &format!("Accept mutex: {accept_mutex_name}"),
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Scoreboard
+// ---------------------------------------------------------------------------
+
+fn scoreboard() -> Option<&'static sys::scoreboard> {
+    // SAFETY: ap_scoreboard_image is set by pre_mpm (parent) and inherited by
+    // children; it points at shared memory that stays mapped.
+    unsafe { sys::ap_scoreboard_image.as_ref() }
+}
+
+fn worker_score(slot: usize) -> *mut sys::worker_score {
+    let sb = scoreboard().expect("scoreboard not created");
+    // SAFETY: slot < ServerLimit (callers iterate below the limits), and
+    // prefork uses thread index 0 only.
+    unsafe { *sb.servers.add(slot) }
+}
+
+/// Worker status of scoreboard slot `slot` (`SERVER_*`).
+pub fn slot_status(slot: usize) -> i32 {
+    // SAFETY: see worker_score; status is a byte in shared memory.
+    unsafe { ptr::read_volatile(&(*worker_score(slot)).status) as i32 }
+}
+
+pub fn set_slot_status_raw(slot: usize, status: i32) {
+    // SAFETY: see worker_score.
+    unsafe { ptr::write_volatile(&mut (*worker_score(slot)).status, status as u8) }
+}
+
+/// `ap_update_child_status_from_indexes(slot, 0, status, NULL)`.
+pub fn update_slot_status(slot: usize, status: i32) {
+    // SAFETY: slot is within the scoreboard.
+    unsafe {
+        sys::ap_update_child_status_from_indexes(slot as c_int, 0, status, ptr::null_mut());
+    }
+}
+
+pub fn slot_pid(slot: usize) -> i32 {
+    let sb = scoreboard().expect("scoreboard not created");
+    // SAFETY: slot < ServerLimit.
+    unsafe { ptr::read_volatile(&(*sb.parent.add(slot)).pid) }
+}
+
+pub fn slot_generation(slot: usize) -> i32 {
+    let sb = scoreboard().expect("scoreboard not created");
+    // SAFETY: slot < ServerLimit.
+    unsafe { (*sb.parent.add(slot)).generation }
+}
+
+pub fn running_generation() -> i32 {
+    let sb = scoreboard().expect("scoreboard not created");
+    // SAFETY: the global block is shared memory written by the parent.
+    unsafe { ptr::read_volatile(&(*sb.global).running_generation) }
+}
+
+pub fn set_running_generation(g: i32) {
+    let sb = scoreboard().expect("scoreboard not created");
+    // SAFETY: as above; only the parent writes it.
+    unsafe { ptr::write_volatile(&mut (*sb.global).running_generation, g) }
+}
+
+/// prefork_note_child_started.
+pub fn note_child_started(slot: usize, pid: i32, generation: i32) {
+    let sb = scoreboard().expect("scoreboard not created");
+    // SAFETY: slot < ServerLimit; the server is the main server.
+    unsafe {
+        let p = sb.parent.add(slot);
+        (*p).pid = pid;
+        (*p).generation = generation;
+        sys::ap_run_child_status(
+            sys::ap_server_conf,
+            pid,
+            generation,
+            slot as c_int,
+            sys::mpm_child_status_MPM_CHILD_STARTED,
+        );
+    }
+}
+
+/// prefork_note_child_killed (also the reclaim callback).
+pub fn note_child_killed(slot: usize) {
+    let sb = scoreboard().expect("scoreboard not created");
+    // SAFETY: slot < ServerLimit.
+    unsafe {
+        let p = sb.parent.add(slot);
+        sys::ap_run_child_status(
+            sys::ap_server_conf,
+            (*p).pid,
+            (*p).generation,
+            slot as c_int,
+            sys::mpm_child_status_MPM_CHILD_EXITED,
+        );
+        (*p).pid = 0;
+    }
+}
+
+unsafe extern "C" fn reclaim_callback(
+    childnum: c_int,
+    _pid: sys::pid_t,
+    _gen: sys::ap_generation_t,
+) {
+    super::guard("reclaim_callback", (), || {
+        if childnum >= 0 {
+            note_child_killed(childnum as usize)
+        }
+    })
+}
+
+/// `ap_reclaim_child_processes`: signal the scoreboard's workers and wait.
+pub fn reclaim_child_processes(terminate: bool) {
+    // SAFETY: the callback is a guarded function of this DSO, which stays
+    // loaded for the whole call.
+    unsafe { sys::ap_reclaim_child_processes(terminate as c_int, Some(reclaim_callback)) }
+}
+
+/// `ap_relieve_child_processes`: reap workers that already exited.
+pub fn relieve_child_processes() {
+    // SAFETY: as above.
+    unsafe { sys::ap_relieve_child_processes(Some(reclaim_callback)) }
+}
+
+pub fn safe_kill(pid: i32, sig: i32) -> bool {
+    // SAFETY: ap_mpm_safe_kill refuses pids that are not our children.
+    unsafe { sys::ap_mpm_safe_kill(pid, sig) == 0 }
+}
+
+/// What `ap_wait_or_timeout` reported.
+pub struct Reaped {
+    pub pid: i32,
+    /// `ap_process_child_status` verdict (APEXIT_*).
+    pub processed_status: i32,
+    /// Scoreboard slot of the pid, if it is a worker.
+    pub slot: Option<usize>,
+}
+
+/// `ap_wait_or_timeout` + `ap_process_child_status` + `ap_find_child_by_pid`
+/// (which logs a worker killed by a signal, as prefork's parent does).
+pub fn wait_or_timeout(pconf: Pool) -> Option<Reaped> {
+    let mut why: sys::apr_exit_why_e = 0;
+    let mut status: c_int = 0;
+    let mut proc_: sys::apr_proc_t = Default::default();
+    // SAFETY: out-parameters are valid locals; the server is the main one.
+    unsafe {
+        sys::ap_wait_or_timeout(
+            &mut why,
+            &mut status,
+            &mut proc_,
+            pconf.raw(),
+            sys::ap_server_conf,
+        );
+        if proc_.pid == -1 {
+            return None;
+        }
+        let processed = sys::ap_process_child_status(&mut proc_, why, status);
+        let slot = sys::ap_find_child_by_pid(&mut proc_);
+        Some(Reaped {
+            pid: proc_.pid,
+            processed_status: processed,
+            slot: (slot >= 0).then_some(slot as usize),
+        })
+    }
+}
+
+pub fn close_all_listeners() {
+    // SAFETY: closes core's listener list in this process.
+    unsafe { sys::ap_close_listeners() }
+}
+
+/// Is this process the leader of its process group (daemonised)? Only then
+/// may the parent signal the whole group (in the foreground the group is the
+/// caller's: a shell or a test runner).
+pub fn own_process_group() -> bool {
+    // SAFETY: plain syscalls without arguments.
+    unsafe { libc::getpgrp() == libc::getpid() }
+}
+
+pub fn killpg_own(sig: i32) {
+    if own_process_group() {
+        // SAFETY: signals our own process group only (we lead it).
+        unsafe { libc::killpg(libc::getpgrp(), sig) };
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Listener buckets: listeners + pipe of death + accept mutex
+// ---------------------------------------------------------------------------
+
+struct Bucket {
+    pod: *mut sys::ap_pod_t,
+    listeners: *mut sys::ap_listen_rec,
+    mutex: *mut sys::apr_proc_mutex_t,
+}
+
+/// The buckets opened in open_logs for this generation (per DSO load).
+struct Buckets(Vec<Bucket>);
+// SAFETY: the MPM is single-threaded; the Mutex below only satisfies the
+// type system, the pointers are never used from another thread.
+unsafe impl Send for Buckets {}
+static BUCKETS: std::sync::Mutex<Buckets> = std::sync::Mutex::new(Buckets(Vec::new()));
+
+fn buckets() -> std::sync::MutexGuard<'static, Buckets> {
+    BUCKETS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// prefork_open_logs: sets up the listeners, duplicates them into buckets,
+/// opens one pipe of death and one accept mutex per bucket. Returns the
+/// number of listening sockets.
+pub fn open_buckets(pconf: Pool, s: Server, num_buckets: &mut i32) -> Result<usize, String> {
+    // SAFETY: standard listener setup calls with pconf-owned outputs.
+    unsafe {
+        let n = sys::ap_setup_listeners(s.0.as_ptr());
+        if n < 1 {
+            return Err("no listening sockets available, shutting down".into());
+        }
+        let mut listen_buckets: *mut *mut sys::ap_listen_rec = ptr::null_mut();
+        let rv = sys::ap_duplicate_listeners(
+            pconf.raw(),
+            s.0.as_ptr(),
+            &mut listen_buckets,
+            num_buckets,
+        );
+        if rv != 0 {
+            return Err(format!("could not duplicate listeners (status {rv})"));
+        }
+        let mut out = Vec::new();
+        for i in 0..(*num_buckets).max(0) as usize {
+            let mut pod: *mut sys::ap_pod_t = ptr::null_mut();
+            let rv = sys::ap_mpm_pod_open(pconf.raw(), &mut pod);
+            if rv != 0 {
+                return Err(format!("could not open pipe-of-death (status {rv})"));
+            }
+            let mut mutex: *mut sys::apr_proc_mutex_t = ptr::null_mut();
+            let id = std::ffi::CString::new(i.to_string()).unwrap_or_default();
+            let rv = sys::ap_proc_mutex_create(
+                &mut mutex,
+                ptr::null_mut(),
+                sys::AP_ACCEPT_MUTEX_TYPE.as_ptr() as *const _,
+                id.as_ptr(),
+                s.0.as_ptr(),
+                pconf.raw(),
+                0,
+            );
+            if rv != 0 {
+                return Err(format!("could not create accept mutex (status {rv})"));
+            }
+            out.push(Bucket {
+                pod,
+                listeners: *listen_buckets.add(i),
+                mutex,
+            });
+        }
+        buckets().0 = out;
+        Ok(n as usize)
+    }
+}
+
+pub fn accept_mutex_name() -> String {
+    let b = buckets();
+    match b.0.first() {
+        // SAFETY: the mutex lives in pconf.
+        Some(b0) if !b0.mutex.is_null() => unsafe {
+            format!(
+                "{} (default: {})",
+                super::c_to_string(sys::apr_proc_mutex_name(b0.mutex)),
+                super::c_to_string(sys::apr_proc_mutex_defname())
+            )
+        },
+        _ => "none".into(),
+    }
+}
+
+/// Writes to bucket `i`'s pipe of death (one idle worker exits).
+pub fn pod_signal(i: usize) {
+    if let Some(b) = buckets().0.get(i) {
+        // SAFETY: the pod lives in pconf.
+        unsafe { sys::ap_mpm_pod_signal(b.pod) };
+    }
+}
+
+/// `ap_mpm_pod_killpg` on every bucket (graceful restart/stop).
+pub fn pod_killpg_all(num: i32) {
+    for b in buckets().0.iter() {
+        // SAFETY: the pod lives in pconf.
+        unsafe { sys::ap_mpm_pod_killpg(b.pod, num) };
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Processes and signals
+// ---------------------------------------------------------------------------
+
+/// Result of [`fork`].
+pub enum Forked {
+    Parent(i32),
+    Child,
+}
+
+pub fn fork() -> std::io::Result<Forked> {
+    // SAFETY: the MPM is single-threaded (httpd with a non-threaded MPM
+    // starts no threads in the parent or workers), so the child may run
+    // arbitrary code after fork.
+    match unsafe { libc::fork() } {
+        -1 => Err(std::io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(pid)),
+    }
+}
+
+/// The sleep prefork does after a failed fork, so a resource shortage does
+/// not become a busy loop.
+pub fn sleep_secs(n: u64) {
+    std::thread::sleep(std::time::Duration::from_secs(n));
+}
+
+/// Set in a worker by SIGUSR1 (graceful): finish the current connection,
+/// then exit (prefork's `die_now`).
+static DIE_NOW: AtomicBool = AtomicBool::new(false);
+/// Pid of the worker's current connection child (0 if none).
+static CONN_CHILD: AtomicI32 = AtomicI32::new(0);
+/// Buckets index of this worker (for stop_listening from the handler).
+static MY_BUCKET: AtomicI32 = AtomicI32::new(0);
+
+pub fn die_now() -> bool {
+    DIE_NOW.load(Ordering::SeqCst)
+}
+pub fn set_die_now() {
+    DIE_NOW.store(true, Ordering::SeqCst)
+}
+
+extern "C" fn worker_just_die(_sig: c_int) {
+    // Ungraceful stop/restart: the connection child goes with us.
+    let child = CONN_CHILD.load(Ordering::SeqCst);
+    if child > 0 {
+        // SAFETY: kill(2) is async-signal-safe; child is our own child.
+        unsafe { libc::kill(child, libc::SIGTERM) };
+    }
+    // SAFETY: _exit is async-signal-safe. The worker holds nothing that
+    // needs flushing: it never runs request code itself.
+    unsafe { libc::_exit(0) }
+}
+
+extern "C" fn worker_stop_listening(_sig: c_int) {
+    // prefork's stop_listening: close our listeners so the kernel stops
+    // queueing connections for us, and exit once the current one is done.
+    if let Some(r) = Retained::get() {
+        r.set_mpm_state(mpmq::STOPPING);
+    }
+    let i = MY_BUCKET.load(Ordering::SeqCst) as usize;
+    // try_lock: never block inside a signal handler.
+    if let Ok(b) = BUCKETS.try_lock() {
+        if let Some(b) = b.0.get(i) {
+            // SAFETY: closes this bucket's listeners, as prefork's handler
+            // does; the records live in pconf.
+            unsafe { sys::ap_close_listeners_ex(b.listeners) };
+        }
+    }
+    DIE_NOW.store(true, Ordering::SeqCst);
+}
+
+fn set_handler(sig: c_int, h: libc::sighandler_t) {
+    // SAFETY: installs a handler with an empty mask; the handlers above only
+    // touch atomics and async-signal-safe calls (and apr close, like prefork).
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = h;
+        libc::sigemptyset(&mut sa.sa_mask);
+        sa.sa_flags = 0;
+        libc::sigaction(sig, &sa, ptr::null_mut());
+    }
+}
+
+/// make_child's signal setup for a worker.
+pub fn set_worker_signals() {
+    set_handler(
+        libc::SIGHUP,
+        worker_just_die as *const () as libc::sighandler_t,
+    );
+    set_handler(
+        libc::SIGTERM,
+        worker_just_die as *const () as libc::sighandler_t,
+    );
+    set_handler(libc::SIGINT, libc::SIG_IGN);
+    set_handler(
+        AP_SIG_GRACEFUL,
+        worker_stop_listening as *const () as libc::sighandler_t,
+    );
+}
+
+/// Signal setup for a connection child: stop/restart kill it (default
+/// action); a graceful signal lets it finish its connection.
+pub fn set_connection_child_signals() {
+    set_handler(libc::SIGHUP, libc::SIG_DFL);
+    set_handler(libc::SIGTERM, libc::SIG_DFL);
+    set_handler(libc::SIGINT, libc::SIG_IGN);
+    set_handler(AP_SIG_GRACEFUL, libc::SIG_IGN);
+    set_handler(sys::AP_SIG_GRACEFUL_STOP, libc::SIG_IGN);
+}
+
+/// How a connection child ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildEnd {
+    Exited(i32),
+    Signaled(i32, bool),
+}
+
+/// Waits for the connection child `pid`, retrying on EINTR.
+pub fn wait_connection_child(pid: i32) -> std::io::Result<ChildEnd> {
+    CONN_CHILD.store(pid, Ordering::SeqCst);
+    let mut status: c_int = 0;
+    let res = loop {
+        // SAFETY: waits for our own child; status is a valid local.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            break Ok(if libc::WIFSIGNALED(status) {
+                ChildEnd::Signaled(libc::WTERMSIG(status), libc::WCOREDUMP(status))
+            } else {
+                ChildEnd::Exited(libc::WEXITSTATUS(status))
+            });
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            break Err(e);
+        }
+    };
+    CONN_CHILD.store(0, Ordering::SeqCst);
+    res
+}
+
+// ---------------------------------------------------------------------------
+// The worker (child_main's state)
+// ---------------------------------------------------------------------------
+
+/// Everything a worker process holds: prefork's child_main locals.
+pub struct Worker {
+    slot: usize,
+    bucket: usize,
+    pchild: *mut sys::apr_pool_t,
+    ptrans: *mut sys::apr_pool_t,
+    pollset: *mut sys::apr_pollset_t,
+    sbh: *mut sys::ap_sb_handle_t,
+    bucket_alloc: *mut sys::apr_bucket_alloc_t,
+    num_listeners: usize,
+    last_poll_idx: usize,
+}
+
+/// An accepted connection socket (lives in the worker's ptrans).
+pub struct Accepted(*mut c_void);
+
+/// Outcome of waiting for and accepting a connection.
+pub enum AcceptOutcome {
+    Got(Accepted),
+    /// Transient failure or interrupted: try again.
+    Retry,
+    /// Resource shortage: exit as APEXIT_CHILDSICK.
+    Sick,
+    /// Graceful stop/restart arrived while waiting.
+    Stop,
+}
+
+impl Worker {
+    /// child_main's setup: pchild with MaxMemFree, ptrans, closing the other
+    /// buckets, re-attaching the scoreboard and the accept mutex, the pollset
+    /// and the scoreboard handle.
+    pub fn init(slot: usize, bucket: usize, num_listeners: usize) -> Result<Worker, String> {
+        MY_BUCKET.store(bucket as i32, Ordering::SeqCst);
+        // SAFETY: standard child setup, in the order prefork uses; every
+        // out-pointer is a valid local; pconf is the parent of pchild.
+        unsafe {
+            let s = sys::ap_server_conf;
+            sys::ap_fatal_signal_child_setup(s);
+            let mut allocator: *mut sys::apr_allocator_t = ptr::null_mut();
+            sys::apr_allocator_create(&mut allocator);
+            sys::apr_allocator_max_free_set(allocator, sys::ap_max_mem_free as usize);
+            let mut pchild: *mut sys::apr_pool_t = ptr::null_mut();
+            sys::apr_pool_create_ex(&mut pchild, (*(*s).process).pconf, None, allocator);
+            sys::apr_allocator_owner_set(allocator, pchild);
+            let mut ptrans: *mut sys::apr_pool_t = ptr::null_mut();
+            sys::apr_pool_create_ex(&mut ptrans, pchild, None, ptr::null_mut());
+            PCHILD.store(pchild, Ordering::Relaxed);
+
+            let b = buckets();
+            for (i, other) in b.0.iter().enumerate() {
+                if i != bucket {
+                    sys::ap_close_listeners_ex(other.listeners);
+                    sys::ap_mpm_pod_close(other.pod);
+                }
+            }
+            let mine = b.0.get(bucket).ok_or("no such listener bucket")?;
+            sys::ap_reopen_scoreboard(pchild, ptr::null_mut(), 0);
+            let mut mutex = mine.mutex;
+            let rv = sys::apr_proc_mutex_child_init(
+                &mut mutex,
+                sys::apr_proc_mutex_lockfile(mine.mutex),
+                pchild,
+            );
+            if rv != 0 {
+                return Err(format!(
+                    "Couldn't initialize cross-process lock in child ({})",
+                    super::c_to_string(sys::apr_proc_mutex_name(mine.mutex))
+                ));
+            }
+            let listeners = mine.listeners;
+            drop(b);
+
+            let mut sbh: *mut sys::ap_sb_handle_t = ptr::null_mut();
+            sys::ap_create_sb_handle(&mut sbh, pchild, slot as c_int, 0);
+
+            let mut pollset: *mut sys::apr_pollset_t = ptr::null_mut();
+            if sys::apr_pollset_create(
+                &mut pollset,
+                num_listeners as u32,
+                pchild,
+                sys::APR_POLLSET_NOCOPY as u32,
+            ) != 0
+            {
+                return Err("Couldn't create pollset in child; check system or user limits".into());
+            }
+            let mut lr = listeners;
+            while !lr.is_null() {
+                let pfd = sys::apr_palloc(pchild, size_of::<sys::apr_pollfd_t>())
+                    as *mut sys::apr_pollfd_t;
+                ptr::write(pfd, sys::apr_pollfd_t::default());
+                (*pfd).desc_type = sys::apr_datatype_e_APR_POLL_SOCKET;
+                (*pfd).desc.s = (*lr).sd;
+                (*pfd).reqevents = sys::APR_POLLIN as i16;
+                (*pfd).client_data = lr as *mut c_void;
+                if sys::apr_pollset_add(pollset, pfd) != 0 {
+                    if die_now() {
+                        return Err(String::new());
+                    }
+                    return Err(
+                        "Couldn't add listener to pollset; check system or user limits".into(),
+                    );
+                }
+                (*lr).accept_func = Some(sys::ap_unixd_accept);
+                lr = (*lr).next;
+            }
+            let bucket_alloc = sys::apr_bucket_alloc_create(pchild);
+            Ok(Worker {
+                slot,
+                bucket,
+                pchild,
+                ptrans,
+                pollset,
+                sbh,
+                bucket_alloc,
+                num_listeners,
+                last_poll_idx: 0,
+            })
+        }
+    }
+
+    pub fn slot(&self) -> usize {
+        self.slot
+    }
+
+    /// apr_pool_clear(ptrans): re-initialise to a pre-connection state.
+    pub fn clear_transaction(&mut self) {
+        // SAFETY: ptrans belongs to this worker; nothing from the previous
+        // connection is used after this point.
+        unsafe { sys::apr_pool_clear(self.ptrans) }
+    }
+
+    /// `ap_update_child_status(sbh, status, NULL)`.
+    pub fn set_status(&self, status: i32) {
+        // SAFETY: sbh was created for this worker's slot.
+        unsafe { sys::ap_update_child_status(self.sbh, status, ptr::null_mut()) };
+    }
+
+    fn mutex(&self) -> *mut sys::apr_proc_mutex_t {
+        buckets()
+            .0
+            .get(self.bucket)
+            .map_or(ptr::null_mut(), |b| b.mutex)
+    }
+
+    /// prefork's accept_mutex_on/off; Err carries the status for logging.
+    pub fn accept_mutex(&self, on: bool) -> Result<(), i32> {
+        let m = self.mutex();
+        // SAFETY: the mutex was child-initialised in `init`.
+        let rv = unsafe {
+            if on {
+                sys::apr_proc_mutex_lock(m)
+            } else {
+                sys::apr_proc_mutex_unlock(m)
+            }
+        };
+        if rv == 0 { Ok(()) } else { Err(rv) }
+    }
+
+    /// Waits for a listener to become readable (several listeners) and
+    /// accepts on it.
+    pub fn accept(&mut self, should_stop: impl Fn() -> bool) -> AcceptOutcome {
+        // SAFETY: listener records and the pollset live in pconf/pchild;
+        // output pointers are valid locals; csd is allocated in ptrans.
+        unsafe {
+            let lr: *mut sys::ap_listen_rec = if self.num_listeners == 1 {
+                match buckets().0.get(self.bucket) {
+                    Some(b) => b.listeners,
+                    None => return AcceptOutcome::Sick,
+                }
+            } else {
+                loop {
+                    if should_stop() {
+                        return AcceptOutcome::Stop;
+                    }
+                    let mut num: i32 = 0;
+                    let mut pdesc: *const sys::apr_pollfd_t = ptr::null();
+                    // 10 s timeout, to notice a graceful stop whose signal
+                    // closed the sockets under us.
+                    let st = sys::apr_pollset_poll(self.pollset, 10_000_000, &mut num, &mut pdesc);
+                    if st != 0 {
+                        if sys::itk_shim_status_is_timeup(st) != 0
+                            || sys::itk_shim_status_is_eintr(st) != 0
+                        {
+                            continue;
+                        }
+                        super::log(
+                            super::Level::Err,
+                            st,
+                            Server::main(),
+                            "apr_pollset_poll: (listen)",
+                        );
+                        return AcceptOutcome::Sick;
+                    }
+                    if self.last_poll_idx >= num as usize {
+                        self.last_poll_idx = 0;
+                    }
+                    let d = pdesc.add(self.last_poll_idx);
+                    self.last_poll_idx += 1;
+                    break (*d).client_data as *mut sys::ap_listen_rec;
+                }
+            };
+            let mut csd: *mut c_void = ptr::null_mut();
+            let accept = match (*lr).accept_func {
+                Some(f) => f,
+                None => return AcceptOutcome::Retry,
+            };
+            let st = accept(&mut csd, lr, self.ptrans);
+            if st == sys::APR_EGENERAL {
+                AcceptOutcome::Sick
+            } else if st != 0 {
+                AcceptOutcome::Retry
+            } else {
+                AcceptOutcome::Got(Accepted(csd))
+            }
+        }
+    }
+
+    /// After the connection child took over the socket, the worker drops its
+    /// own copy (no lingering close here: the child did it).
+    pub fn close_accepted(&self, a: Accepted) {
+        // SAFETY: csd is the apr_socket_t accepted into ptrans.
+        unsafe { sys::apr_socket_close(a.0 as *mut sys::apr_socket_t) };
+    }
+
+    /// Was this worker chosen through the pipe of death?
+    pub fn pod_check(&self) -> bool {
+        let b = buckets();
+        match b.0.get(self.bucket) {
+            // SAFETY: the pod lives in pconf.
+            Some(b) => unsafe { sys::ap_mpm_pod_check(b.pod) == 0 },
+            None => false,
+        }
+    }
+
+    /// clean_child_exit for a worker.
+    pub fn exit(&self, code: i32) -> ! {
+        if let Some(r) = Retained::get() {
+            r.set_mpm_state(mpmq::STOPPING);
+        }
+        set_handler(libc::SIGHUP, libc::SIG_IGN);
+        set_handler(libc::SIGTERM, libc::SIG_IGN);
+        // SAFETY: the worker's own pools; the pod is closed once.
+        unsafe {
+            sys::apr_pool_destroy(self.pchild);
+            if let Some(b) = buckets().0.get(self.bucket) {
+                sys::ap_mpm_pod_close(b.pod);
+            }
+        }
+        std::process::exit(code)
+    }
+
+    // ---- connection child side ----
+
+    /// In a freshly forked connection child: closes every descriptor vhost
+    /// code has no business holding (the listening sockets, the pipe of
+    /// death, the accept mutex) before a byte of the request is read.
+    pub fn close_inherited_descriptors(&self) {
+        close_inherited_descriptors_of(self.bucket);
+    }
+
+    /// Runs the connection (create_connection, process_connection,
+    /// lingering close) in the connection child.
+    pub fn process_connection(&self, a: &Accepted) {
+        // SAFETY: the socket and pools are this process's copies; the
+        // scoreboard handle is the worker's slot, which the child updates
+        // while it serves (so mod_status shows the connection).
+        unsafe {
+            let c = sys::ap_run_create_connection(
+                self.ptrans,
+                sys::ap_server_conf,
+                a.0 as *mut sys::apr_socket_t,
+                self.slot as i64,
+                self.sbh as *mut c_void,
+                self.bucket_alloc,
+            );
+            if !c.is_null() {
+                sys::ap_process_connection(c, a.0);
+                sys::ap_lingering_close(c);
+            }
+        }
+    }
+
+    /// `ap_run_child_init` in the connection child: each connection child is
+    /// a fresh "prefork child" for other modules, so per-process state
+    /// (random seeds, counters, connections) is never shared between
+    /// connections.
+    pub fn run_child_init(&self) {
+        // SAFETY: pchild is this process's pool.
+        unsafe {
+            sys::ap_run_child_init(self.pchild, sys::ap_server_conf);
+        }
+    }
+}
+
+fn close_inherited_descriptors_of(bucket: usize) {
+    close_all_listeners();
+    let b = buckets();
+    for (i, bk) in b.0.iter().enumerate() {
+        // SAFETY: closes this process's copies; the records live in pconf.
+        unsafe {
+            if i == bucket {
+                sys::ap_close_listeners_ex(bk.listeners);
+            }
+            sys::ap_mpm_pod_close(bk.pod);
+            close_mutex_descriptor(bk.mutex);
+        }
+    }
+}
+
+/// Closes (or unmaps) this process's handle on an accept mutex without
+/// destroying the lock for the other processes.
+///
+/// # Safety
+/// `m` must be a live apr_proc_mutex_t of this process, never used again.
+unsafe fn close_mutex_descriptor(m: *mut sys::apr_proc_mutex_t) {
+    if m.is_null() {
+        return;
+    }
+    let mut os: sys::apr_os_proc_mutex_t = Default::default();
+    let mut mech: sys::apr_lockmech_e = 0;
+    // SAFETY: out-parameters are valid locals; the caller guarantees `m`.
+    unsafe {
+        if sys::apr_os_proc_mutex_get_ex(&mut os, m, &mut mech) != 0 {
+            return;
+        }
+        match mech {
+            sys::apr_lockmech_e_APR_LOCK_FCNTL | sys::apr_lockmech_e_APR_LOCK_FLOCK => {
+                if os.crossproc >= 0 {
+                    // Replace rather than close: the descriptor number stays
+                    // taken, so APR's own cleanup can never close a file
+                    // that later reused the number.
+                    let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+                    if null >= 0 {
+                        libc::dup3(null, os.crossproc, libc::O_CLOEXEC);
+                        libc::close(null);
+                    }
+                }
+            }
+            sys::apr_lockmech_e_APR_LOCK_PROC_PTHREAD => {
+                if !os.pthread_interproc.is_null() {
+                    // APR maps the process-shared mutex on its own page.
+                    let page = libc::sysconf(libc::_SC_PAGESIZE) as usize;
+                    libc::munmap(os.pthread_interproc as *mut c_void, page);
+                }
+            }
+            // SysV semaphores have no descriptor and are owned by User with
+            // mode 0600, out of reach of other uids; POSIX semaphores are
+            // likewise not descriptors.
+            _ => {}
+        }
+    }
+}
+
+/// The worker's pchild (in a connection child: its copy).
+static PCHILD: AtomicPtr<sys::apr_pool_t> = AtomicPtr::new(ptr::null_mut());
+
+/// Ends a connection child: child_stopping hooks, then pchild's cleanups
+/// (child_init registered them there: buffered logs are flushed, modules
+/// shut down), then exit.
+pub fn connection_child_exit(code: i32) -> ! {
+    let pchild = PCHILD.swap(ptr::null_mut(), Ordering::Relaxed);
+    if !pchild.is_null() {
+        // SAFETY: pchild is this process's copy of the worker pool; nothing
+        // runs after its destruction but exit.
+        unsafe {
+            sys::ap_run_child_stopping(pchild, 0);
+            sys::apr_pool_destroy(pchild);
+        }
+    }
+    std::process::exit(code)
+}
+
+/// Did `stat`/`open` fail with EACCES? (re-export for the ITK hooks)
+pub fn is_eacces(status: i32) -> bool {
+    status_is_eacces(status)
+}

@@ -1,0 +1,533 @@
+//! The ITK part: every connection is served by its own connection child,
+//! which becomes the vhost's user after httpd has parsed the request and
+//! merged the per-directory configuration.
+//!
+//! * [`enter_worker_sandbox`]: the worker's privilege recipe (before accept).
+//! * [`serve_connection`]: fork, close inherited descriptors, serve, exit;
+//!   the worker reaps the child and goes back to accept.
+//! * [`post_perdir_config`]: MaxClientsVHost, NiceValue, resolving the
+//!   identity, the switch; a keep-alive request for another uid closes the
+//!   connection.
+//! * [`after_stat`] / [`after_htaccess_open`]: EACCES after the switch closes
+//!   the connection instead of answering 403.
+#![forbid(unsafe_code)]
+
+use crate::config;
+use crate::ffi::httpd::{self, Accepted, ChildEnd, Forked, Retained, Worker};
+use crate::ffi::module;
+use crate::ffi::{
+    self, HTTP_INTERNAL_SERVER_ERROR, HTTP_SERVICE_UNAVAILABLE, Level, OK, Pool, Request, Server,
+};
+use mpm_itk_core::ids::{self, Identity};
+use mpm_itk_core::privileges::{self, PrivError, RealSys, Target, WorkerPlan};
+use mpm_itk_core::ranges::Allowed;
+use mpm_itk_core::seccomp;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Resolved at configuration time, in the parent, inherited by every worker.
+struct Prepared {
+    /// `User`/`Group` with the user's supplementary groups.
+    server: Identity,
+    allowed: Allowed,
+    filter: Vec<seccompiler::sock_filter>,
+}
+
+static PREPARED: Mutex<Option<Prepared>> = Mutex::new(None);
+
+fn prepared() -> MutexGuard<'static, Option<Prepared>> {
+    PREPARED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What this connection child has done about identity so far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ConnState {
+    Fresh,
+    Switched {
+        uid: u32,
+        gid: u32,
+    },
+    /// The first request failed (500): later requests close the connection.
+    Failed,
+}
+
+static CONN: Mutex<ConnState> = Mutex::new(ConnState::Fresh);
+/// Scoreboard slot of this worker (and of its connection child).
+static MY_SLOT: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+fn conn_state() -> MutexGuard<'static, ConnState> {
+    CONN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn pid() -> u32 {
+    std::process::id()
+}
+
+/// check_config: resolve User/Group, validate every static AssignUserID
+/// against the ranges, compile the seccomp filter. Errors stop `-t`.
+pub fn check_config(_pconf: Pool, _s: Server) -> i32 {
+    match prepare() {
+        Ok(p) => {
+            *prepared() = Some(p);
+            OK
+        }
+        Err(e) => {
+            ffi::log_startup(Level::Emerg, &format!("mpm-itk: {e}"));
+            HTTP_INTERNAL_SERVER_ERROR
+        }
+    }
+}
+
+fn prepare() -> Result<Prepared, String> {
+    let (user, uid, gid) = httpd::unixd_user_group();
+    if uid == 0 || uid == u32::MAX || gid == 0 || gid == u32::MAX {
+        return Err(format!(
+            "User/Group must name an unprivileged account (got User '{user}' uid {uid}, gid {gid}); \
+             vhosts without AssignUserID run as them"
+        ));
+    }
+    let name = ids::resolve_user(&user).ok().and_then(|(_, n, _)| n);
+    let groups = ids::supplementary_groups(name.as_deref(), gid)
+        .map_err(|e| format!("User '{user}': {e}"))?
+        .into_iter()
+        .filter(|g| *g != 0)
+        .collect();
+    let server = Identity {
+        user: name.unwrap_or(user),
+        uid,
+        gid,
+        groups,
+    };
+    let st = config::state();
+    let allowed = Allowed {
+        uids: st.globals.uid_range,
+        gids: st.globals.gid_range,
+        server_uid: uid,
+        server_gid: gid,
+    };
+    for (id, at) in &st.identities {
+        if !allowed.uid_ok(id.uid) {
+            return Err(format!(
+                "AssignUserID at {at}: uid {} of '{}' is outside LimitUIDRange {}",
+                id.uid, id.user, allowed.uids
+            ));
+        }
+        if !allowed.gid_ok(id.gid) {
+            return Err(format!(
+                "AssignUserID at {at}: gid {} is outside LimitGIDRange {}",
+                id.gid, allowed.gids
+            ));
+        }
+    }
+    let filter =
+        seccomp::build(&allowed).map_err(|e| format!("cannot build the seccomp filter: {e}"))?;
+    Ok(Prepared {
+        server,
+        allowed,
+        filter,
+    })
+}
+
+/// post_config: version banner; refuse to start where the confinement
+/// cannot work (not root, no seccomp).
+pub fn post_config(pconf: Pool, s: Server) -> i32 {
+    httpd::add_version_component(pconf, &format!("mpm-itk/{VERSION}"));
+    if Retained::get().is_some_and(|r| r.module_loads() < 2) {
+        // The first (preflight) pass only checks the configuration.
+        return OK;
+    }
+    if nix::unistd::geteuid().as_raw() != 0 {
+        ffi::log(
+            Level::Emerg,
+            0,
+            Some(s),
+            "mpm-itk must be started as root: it switches every connection to its vhost's user",
+        );
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    if !seccomp::available() {
+        ffi::log(
+            Level::Emerg,
+            0,
+            Some(s),
+            "mpm-itk: this kernel or container does not offer seccomp filters, which enforce LimitUIDRange/LimitGIDRange; refusing to start",
+        );
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    let slots = crate::config::state().tuning.server_limit.max(1) as usize;
+    if let Some(r) = Retained::get() {
+        if r.vhost_table(slots).is_none() {
+            ffi::log(
+                Level::Emerg,
+                0,
+                Some(s),
+                "mpm-itk: cannot map the MaxClientsVHost table",
+            );
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+    OK
+}
+
+/// Recipe 1, with this configuration: called by child_main before accept.
+pub fn enter_worker_sandbox() -> Result<(), String> {
+    let p = prepared();
+    let p = p.as_ref().ok_or("configuration was not prepared")?;
+    let g = config::state().globals;
+    let plan = WorkerPlan {
+        uid: p.server.uid,
+        gid: p.server.gid,
+        groups: p.server.groups.clone(),
+        enable_caps: g.enable_caps,
+        no_new_privs: g.no_new_privs,
+        dumpable: httpd::coredumpdir_configured(),
+        filter: p.filter.clone(),
+    };
+    privileges::enter_worker_sandbox(&mut RealSys, &plan).map_err(|e| {
+        format!(
+            "{e} (User uid {} gid {}, EnableCapabilities {})",
+            plan.uid,
+            plan.gid,
+            if plan.enable_caps { "On" } else { "Off" }
+        )
+    })
+}
+
+/// The worker hands an accepted connection to a connection child and waits
+/// for it; the scoreboard slot shows the connection while the child serves.
+pub fn serve_connection(w: &Worker, sock: Accepted) {
+    MY_SLOT.store(w.slot(), Ordering::Relaxed);
+    match httpd::fork() {
+        Ok(Forked::Child) => connection_child(w, &sock),
+        Ok(Forked::Parent(child)) => {
+            match httpd::wait_connection_child(child) {
+                Ok(ChildEnd::Exited(0)) => {}
+                Ok(ChildEnd::Exited(code)) => ffi::log(
+                    Level::Err,
+                    0,
+                    Server::main(),
+                    &format!(
+                        "connection child pid {child} of worker pid {} exited with status {code}",
+                        pid()
+                    ),
+                ),
+                Ok(ChildEnd::Signaled(sig, core)) => ffi::log(
+                    Level::Err,
+                    0,
+                    Server::main(),
+                    &format!(
+                        "connection child pid {child} of worker pid {} was killed by signal {sig}{}",
+                        pid(),
+                        if core { " (core dumped)" } else { "" }
+                    ),
+                ),
+                Err(e) => ffi::log(
+                    Level::Err,
+                    e.raw_os_error().unwrap_or(0),
+                    Server::main(),
+                    &format!("waitpid for connection child pid {child} failed"),
+                ),
+            }
+            slot_finished(w.slot());
+            w.close_accepted(sock);
+        }
+        Err(e) => {
+            ffi::log(
+                Level::Err,
+                e.raw_os_error().unwrap_or(0),
+                Server::main(),
+                "fork: unable to fork a connection child; dropping the connection",
+            );
+            w.close_accepted(sock);
+        }
+    }
+}
+
+/// The connection child: never returns.
+fn connection_child(w: &Worker, sock: &Accepted) -> ! {
+    httpd::set_connection_child_signals();
+    // Before a byte is read: nothing vhost code could misuse stays open.
+    w.close_inherited_descriptors();
+    // Each connection child is a fresh "prefork child" for other modules.
+    w.run_child_init();
+    w.process_connection(sock);
+    httpd::connection_child_exit(0)
+}
+
+/// The slot's connection is over (child reaped, or worker died).
+pub fn slot_finished(slot: usize) {
+    if let Some(t) = vhost_table() {
+        if let Some(word) = t.get(slot) {
+            word.store(0, Ordering::SeqCst);
+        }
+    }
+}
+
+fn vhost_table() -> Option<&'static [std::sync::atomic::AtomicU64]> {
+    let slots = config::state().tuning.server_limit.max(1) as usize;
+    Retained::get()?.vhost_table(slots)
+}
+
+/// A stable, never-zero key for "ServerName:port" (the whole name: no
+/// truncation as in the scoreboard's 32-byte vhost field).
+fn vhost_key(name: &str, port: u16) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes().chain([b':']).chain(port.to_string().bytes()) {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h.max(1)
+}
+
+/// MaxClientsVHost: mark this slot as serving `key`, then count. Marking
+/// before counting (sequentially consistent) means two children racing for
+/// the last place may both refuse, but never both serve.
+fn admit(key: u64, limit: Option<u32>) -> Result<(), usize> {
+    let (Some(t), slot) = (vhost_table(), MY_SLOT.load(Ordering::Relaxed)) else {
+        return Ok(());
+    };
+    let Some(mine) = t.get(slot) else {
+        return Ok(());
+    };
+    mine.store(key, Ordering::SeqCst);
+    let Some(limit) = limit else { return Ok(()) };
+    let n = t.iter().filter(|w| w.load(Ordering::SeqCst) == key).count();
+    if n > limit as usize {
+        mine.store(0, Ordering::SeqCst);
+        return Err(n - 1);
+    }
+    Ok(())
+}
+
+/// Why a request could not get its identity.
+enum Refusal {
+    Expr(String),
+    Priv(PrivError),
+}
+
+fn describe(e: &Refusal) -> String {
+    match e {
+        Refusal::Expr(s) => s.clone(),
+        Refusal::Priv(PrivError::UidNotAllowed(u)) => {
+            format!("uid {u} is not allowed: root is never allowed, and LimitUIDRange excludes it")
+        }
+        Refusal::Priv(PrivError::GidNotAllowed(g)) => {
+            format!("gid {g} is not allowed: root is never allowed, and LimitGIDRange excludes it")
+        }
+        Refusal::Priv(p) => p.to_string(),
+    }
+}
+
+/// The identity this request must run as: AssignUserID (or User/Group),
+/// overridden by the expressions.
+fn resolve_target(r: Request, d: &config::DirConf, server: &Identity) -> Result<Identity, Refusal> {
+    let mut id = match d.identity {
+        Some(i) => config::state()
+            .identities
+            .get(i)
+            .map(|(id, _)| id.clone())
+            .unwrap_or_else(|| server.clone()),
+        None => server.clone(),
+    };
+    if let Some(e) = d.uid_expr {
+        let name = r
+            .eval(e)
+            .map_err(|e| Refusal::Expr(format!("AssignUserIDExpr failed: {e}")))?;
+        id = ids::resolve_user_name(&name, id.gid).map_err(|e| {
+            Refusal::Expr(format!(
+                "AssignUserIDExpr returned '{name}', which is not a valid user name ({e})"
+            ))
+        })?;
+    }
+    if let Some(e) = d.gid_expr {
+        let name = r
+            .eval(e)
+            .map_err(|e| Refusal::Expr(format!("AssignGroupIDExpr failed: {e}")))?;
+        let gid = ids::resolve_group(&name).map_err(|e| {
+            Refusal::Expr(format!(
+                "AssignGroupIDExpr returned '{name}', which is not a valid group name ({e})"
+            ))
+        })?;
+        let user = (id.uid != server.uid || d.identity.is_some() || d.uid_expr.is_some())
+            .then_some(id.user.as_str());
+        id.groups = ids::supplementary_groups(user, gid).unwrap_or_else(|_| vec![gid]);
+        id.gid = gid;
+    }
+    Ok(id)
+}
+
+/// post_perdir_config (REALLY_FIRST): the switch.
+pub fn post_perdir_config(r: Request) -> i32 {
+    let s = r.server();
+    let vhost = format!("{}:{}", s.hostname(), r.conn().local_port());
+
+    if r.is_main() {
+        let key = vhost_key(&s.hostname(), r.conn().local_port());
+        if let Err(others) = admit(key, module::server_conf(s).max_clients_vhost) {
+            ffi::log_request(
+                Level::Warn,
+                0,
+                r,
+                &format!(
+                    "MaxClientsVHost reached for {vhost} ({others} connections served), refusing client (pid {})",
+                    pid()
+                ),
+            );
+            return HTTP_SERVICE_UNAVAILABLE;
+        }
+    }
+
+    let d = module::request_dir_conf(r);
+    let (server, allowed) = match prepared().as_ref() {
+        Some(p) => (p.server.clone(), p.allowed.clone()),
+        None => return HTTP_INTERNAL_SERVER_ERROR,
+    };
+    let state = *conn_state();
+    if state == ConnState::Failed {
+        ffi::log_request(
+            Level::Warn,
+            0,
+            r,
+            &format!(
+                "vhost {vhost}: an earlier request on this connection could not get its identity; closing connection (pid {})",
+                pid()
+            ),
+        );
+        r.conn().close_and_exit();
+    }
+    let target = resolve_target(r, &d, &server);
+
+    if let ConnState::Switched { uid, gid } = state {
+        match target {
+            Ok(t) if t.uid == uid && t.gid == gid => return OK,
+            Ok(t) => {
+                ffi::log_request(
+                    Level::Warn,
+                    0,
+                    r,
+                    &format!(
+                        "vhost {vhost} runs as uid {} gid {} but this connection already runs as uid {uid} gid {gid}; \
+                     closing connection so the client retries on a new one (pid {})",
+                        t.uid,
+                        t.gid,
+                        pid()
+                    ),
+                );
+            }
+            Err(e) => ffi::log_request(
+                Level::Err,
+                0,
+                r,
+                &format!(
+                    "vhost {vhost}: {}; closing connection (uid {uid}, pid {})",
+                    describe(&e),
+                    pid()
+                ),
+            ),
+        }
+        r.conn().close_and_exit();
+    }
+
+    let result = target.and_then(|t| {
+        let tgt = Target {
+            uid: t.uid,
+            gid: t.gid,
+            groups: t.groups.clone(),
+            nice: d.nice,
+        };
+        privileges::become_vhost_user(&mut RealSys, &tgt, &allowed)
+            .map(|sw| (t, sw))
+            .map_err(Refusal::Priv)
+    });
+    match result {
+        Ok((t, sw)) => {
+            *conn_state() = ConnState::Switched {
+                uid: t.uid,
+                gid: t.gid,
+            };
+            if !sw.dropped_groups.is_empty() {
+                ffi::log_request(
+                    Level::Warn,
+                    0,
+                    r,
+                    &format!(
+                        "vhost {vhost}: user {} (uid {}) keeps no supplementary groups {:?}: outside LimitGIDRange (pid {})",
+                        t.user,
+                        t.uid,
+                        sw.dropped_groups,
+                        pid()
+                    ),
+                );
+            }
+            ffi::log_request(
+                Level::Debug,
+                0,
+                r,
+                &format!(
+                    "vhost {vhost}: switched to user {} uid {} gid {} (pid {})",
+                    t.user,
+                    t.uid,
+                    t.gid,
+                    pid()
+                ),
+            );
+            OK
+        }
+        Err(e) => {
+            *conn_state() = ConnState::Failed;
+            ffi::log_request(
+                Level::Err,
+                0,
+                r,
+                &format!(
+                    "vhost {vhost}: cannot switch identity for {}: {} (pid {})",
+                    r.uri(),
+                    describe(&e),
+                    pid()
+                ),
+            );
+            HTTP_INTERNAL_SERVER_ERROR
+        }
+    }
+}
+
+fn switched() -> bool {
+    matches!(*conn_state(), ConnState::Switched { .. })
+}
+
+/// core's dirwalk stat just ran: EACCES on a main request after the switch
+/// closes the connection (a fresh connection may well succeed).
+pub fn after_stat(r: Request, status: i32) {
+    if switched() && r.is_main() && httpd::is_eacces(status) {
+        ffi::log_request(
+            Level::Warn,
+            status,
+            r,
+            &format!(
+                "Couldn't read {}, closing connection (pid {})",
+                r.filename(),
+                pid()
+            ),
+        );
+        r.conn().close_and_exit();
+    }
+}
+
+/// Should we open `.htaccess` ourselves (to catch EACCES)?
+pub fn should_watch_htaccess(r: Request) -> bool {
+    switched() && r.is_main()
+}
+
+pub fn after_htaccess_open(r: Request, path: &str, status: i32) {
+    if httpd::is_eacces(status) {
+        ffi::log_request(
+            Level::Warn,
+            status,
+            r,
+            &format!("Couldn't read {path}, closing connection (pid {})", pid()),
+        );
+        r.conn().close_and_exit();
+    }
+}

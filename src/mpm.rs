@@ -1,0 +1,621 @@
+//! The prefork process model, ported from httpd's `server/mpm/prefork/prefork.c`
+//! and kept recognisable: `pre_config`, `check_config`, `open_logs`, `run`
+//! (prefork_run), `make_child`, `child_main`, `startup_children`,
+//! `perform_idle_server_maintenance`.
+//!
+//! A root parent that never serves requests keeps a pool of pre-forked
+//! workers between MinSpareServers and MaxSpareServers idle. The ITK part is
+//! in `crate::itk`: a worker enters its sandbox before accepting, and hands
+//! every accepted connection to a connection child.
+#![forbid(unsafe_code)]
+
+use crate::config::{self, MAX_SERVER_LIMIT};
+use crate::ffi::httpd::{self, AcceptOutcome, Forked, Retained, Worker, mpmq};
+use crate::ffi::{self, DONE, HTTP_INTERNAL_SERVER_ERROR, Level, OK, Pool, Server};
+use mpm_itk_core::spare::{self, Action, Limits, SlotState};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// `-X` / `-DONE_PROCESS`: serve in the process that started.
+static ONE_PROCESS: AtomicBool = AtomicBool::new(false);
+static NUM_LISTENERS: AtomicUsize = AtomicUsize::new(0);
+
+fn one_process() -> bool {
+    ONE_PROCESS.load(Ordering::Relaxed)
+}
+
+fn retained() -> Retained {
+    Retained::get().expect("pre_config did not run")
+}
+
+fn tuning() -> config::Tuning {
+    config::state().tuning
+}
+
+/// prefork_pre_config.
+pub fn pre_config(pconf: Pool) -> i32 {
+    let debug = httpd::config_define(c"DEBUG");
+    let (no_detach, foreground) = if debug {
+        ONE_PROCESS.store(true, Ordering::Relaxed);
+        (false, true)
+    } else {
+        ONE_PROCESS.store(httpd::config_define(c"ONE_PROCESS"), Ordering::Relaxed);
+        (
+            httpd::config_define(c"NO_DETACH"),
+            httpd::config_define(c"FOREGROUND"),
+        )
+    };
+    httpd::mutex_register_accept(pconf);
+    let r = Retained::attach();
+    // Detach the second time around (the first pass only checks the
+    // configuration).
+    if r.module_loads() == 2 && !one_process() && !foreground {
+        httpd::fatal_signal_setup(pconf);
+        if let Err(rv) = httpd::detach(no_detach) {
+            ffi::log(Level::Crit, rv, None, "apr_proc_detach failed");
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+    httpd::listen_pre_config();
+    config::reset();
+    httpd::set_extended_status(0);
+    OK
+}
+
+/// A startup correction, logged as prefork logs it (on the console the first
+/// time, in the error log on restarts).
+fn warn(startup: bool, s: Server, msg: &str) {
+    if startup {
+        ffi::log_startup(Level::Warn, &format!("WARNING: {msg}"));
+    } else {
+        ffi::log(Level::Warn, 0, Some(s), msg);
+    }
+}
+
+/// prefork_check_config: correct impossible values with a warning.
+pub fn check_config(s: Server) -> i32 {
+    let r = retained();
+    let startup = r.module_loads() == 1;
+    let mut st = config::state();
+    let t = &mut st.tuning;
+    if t.server_limit > MAX_SERVER_LIMIT {
+        warn(
+            startup,
+            s,
+            &format!(
+                "ServerLimit of {} exceeds compile-time limit of {MAX_SERVER_LIMIT} servers, decreasing to {MAX_SERVER_LIMIT}.",
+                t.server_limit
+            ),
+        );
+        t.server_limit = MAX_SERVER_LIMIT;
+    } else if t.server_limit < 1 {
+        warn(
+            startup,
+            s,
+            &format!(
+                "ServerLimit of {} not allowed, increasing to 1.",
+                t.server_limit
+            ),
+        );
+        t.server_limit = 1;
+    }
+    // ServerLimit cannot change across a restart.
+    if r.first_server_limit() == 0 {
+        r.set_first_server_limit(t.server_limit);
+    } else if t.server_limit != r.first_server_limit() {
+        ffi::log(
+            Level::Warn,
+            0,
+            Some(s),
+            &format!(
+                "changing ServerLimit to {} from original value of {} not allowed during restart",
+                t.server_limit,
+                r.first_server_limit()
+            ),
+        );
+        t.server_limit = r.first_server_limit();
+    }
+    if t.daemons_limit > t.server_limit {
+        warn(
+            startup,
+            s,
+            &format!(
+                "MaxRequestWorkers of {} exceeds ServerLimit value of {} servers, decreasing MaxRequestWorkers to {}. \
+             To increase, please see the ServerLimit directive.",
+                t.daemons_limit, t.server_limit, t.server_limit
+            ),
+        );
+        t.daemons_limit = t.server_limit;
+    } else if t.daemons_limit < 1 {
+        warn(
+            startup,
+            s,
+            &format!(
+                "MaxRequestWorkers of {} not allowed, increasing to 1.",
+                t.daemons_limit
+            ),
+        );
+        t.daemons_limit = 1;
+    }
+    if t.daemons_to_start < 1 {
+        warn(
+            startup,
+            s,
+            &format!(
+                "StartServers of {} not allowed, increasing to 1.",
+                t.daemons_to_start
+            ),
+        );
+        t.daemons_to_start = 1;
+    }
+    if t.min_spare < 1 {
+        warn(
+            startup,
+            s,
+            &format!(
+                "MinSpareServers of {} not allowed, increasing to 1 to avoid almost certain server failure. \
+             Please read the documentation.",
+                t.min_spare
+            ),
+        );
+        t.min_spare = 1;
+    }
+    OK
+}
+
+/// prefork_open_logs: listeners, buckets, pipes of death, accept mutexes.
+pub fn open_logs(pconf: Pool, s: Server) -> i32 {
+    let r = retained();
+    if one_process() {
+        r.set_num_buckets(1);
+    } else if r.was_graceful() == 0 {
+        // Preserve the number of buckets on graceful restarts.
+        r.set_num_buckets(0);
+    }
+    let mut n = r.num_buckets();
+    match httpd::open_buckets(pconf, s, &mut n) {
+        Ok(listeners) => {
+            r.set_num_buckets(n);
+            NUM_LISTENERS.store(listeners, Ordering::Relaxed);
+            OK
+        }
+        Err(e) => {
+            if r.module_loads() == 1 {
+                ffi::log_startup(Level::Alert, &e);
+            } else {
+                ffi::log(Level::Alert, 0, Some(s), &e);
+            }
+            HTTP_INTERNAL_SERVER_ERROR
+        }
+    }
+}
+
+/// prefork_query: what `ap_mpm_query` answers. None = APR_ENOTIMPL.
+pub fn query(code: i32) -> Option<i32> {
+    let t = tuning();
+    let r = Retained::get();
+    Some(match code {
+        mpmq::MAX_DAEMON_USED | mpmq::MAX_DAEMONS => t.daemons_limit,
+        // Not threaded: mod_php (non-thread-safe) loads and runs.
+        mpmq::IS_THREADED => mpmq::NOT_SUPPORTED,
+        mpmq::IS_FORKED => mpmq::DYNAMIC,
+        mpmq::HARD_LIMIT_DAEMONS => t.server_limit,
+        mpmq::HARD_LIMIT_THREADS | mpmq::MAX_THREADS => 1,
+        mpmq::MIN_SPARE_DAEMONS => t.min_spare,
+        mpmq::MIN_SPARE_THREADS | mpmq::MAX_SPARE_THREADS => 0,
+        mpmq::MAX_SPARE_DAEMONS => t.max_spare,
+        mpmq::MAX_REQUESTS_DAEMON => httpd::max_requests_per_child(),
+        mpmq::MPM_STATE => r?.mpm_state(),
+        mpmq::GENERATION => r?.my_generation(),
+        _ => return None,
+    })
+}
+
+/// make_child: fork a worker into scoreboard slot `slot`.
+fn make_child(slot: usize) -> Result<(), ()> {
+    let r = retained();
+    let buckets = r.num_buckets().max(1) as usize;
+    let bucket = slot % buckets;
+    if slot as i32 + 1 > r.max_daemons_limit() {
+        r.set_max_daemons_limit(slot as i32 + 1);
+    }
+    if one_process() {
+        httpd::note_child_started(slot, std::process::id() as i32, r.my_generation());
+        child_main(slot, 0);
+    }
+    httpd::update_slot_status(slot, httpd::SERVER_STARTING);
+    match httpd::fork() {
+        Err(e) => {
+            ffi::log(
+                Level::Err,
+                e.raw_os_error().unwrap_or(0),
+                Server::main(),
+                "fork: Unable to fork new process",
+            );
+            // Fix the scoreboard, and do not spin on a resource shortage.
+            httpd::update_slot_status(slot, httpd::SERVER_DEAD);
+            httpd::sleep_secs(10);
+            Err(())
+        }
+        Ok(Forked::Child) => {
+            httpd::set_worker_signals();
+            child_main(slot, bucket)
+        }
+        Ok(Forked::Parent(pid)) => {
+            httpd::note_child_started(slot, pid, r.my_generation());
+            Ok(())
+        }
+    }
+}
+
+/// startup_children: start `n` workers in dead slots.
+fn startup_children(mut n: i32) {
+    let limit = tuning().daemons_limit.max(0) as usize;
+    for slot in 0..limit {
+        if n <= 0 {
+            break;
+        }
+        if httpd::slot_status(slot) != httpd::SERVER_DEAD {
+            continue;
+        }
+        if make_child(slot).is_err() {
+            break;
+        }
+        n -= 1;
+    }
+}
+
+/// perform_idle_server_maintenance: keep the idle workers between
+/// MinSpareServers and MaxSpareServers, ramping spawns up exponentially.
+fn perform_idle_server_maintenance() {
+    let r = retained();
+    let t = tuning();
+    let limit = t.daemons_limit.max(0) as usize;
+    let slots: Vec<SlotState> = (0..limit)
+        .map(|i| match httpd::slot_status(i) {
+            st if st == httpd::SERVER_DEAD => SlotState::Dead,
+            st if st <= httpd::SERVER_READY => SlotState::Idle,
+            _ => SlotState::Busy,
+        })
+        .collect();
+    let plan = spare::plan(
+        &slots,
+        Limits {
+            min_spare: t.min_spare.max(0) as usize,
+            max_spare: t.max_spare.max(0) as usize,
+            daemons_limit: limit,
+        },
+        r.max_daemons_limit().max(0) as usize,
+        r.idle_spawn_rate().max(1) as usize,
+        r.hold_off_on_exponential_spawning().max(0) as usize,
+    );
+    r.set_max_daemons_limit(plan.max_daemons_limit as i32);
+    r.set_idle_spawn_rate(plan.spawn_rate as i32);
+    r.set_hold_off_on_exponential_spawning(plan.hold_off as i32);
+    match plan.action {
+        Action::KillOne => {
+            // Through the pipe of death, so a worker that just picked up a
+            // connection finishes it first. Rotate over the buckets.
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            let buckets = r.num_buckets().max(1) as usize;
+            let b = NEXT.fetch_add(1, Ordering::Relaxed) % buckets;
+            httpd::pod_signal(b);
+        }
+        Action::AtLimit => {
+            if r.maxclients_reported() == 0 {
+                ffi::log(
+                    Level::Err,
+                    0,
+                    Server::main(),
+                    "server reached MaxRequestWorkers setting, consider raising the MaxRequestWorkers setting",
+                );
+                r.set_maxclients_reported(1);
+            }
+        }
+        Action::Spawn(free) => {
+            if free.len() >= 8 {
+                ffi::log(
+                    Level::Info,
+                    0,
+                    Server::main(),
+                    &format!(
+                        "server seems busy, (you may need to increase StartServers, or Min/MaxSpareServers), \
+                     spawning {} children, there are {} idle, and {} total children",
+                        free.len(),
+                        plan.idle,
+                        plan.total
+                    ),
+                );
+            }
+            for slot in free {
+                let _ = make_child(slot);
+            }
+        }
+        Action::Nothing => {}
+    }
+}
+
+/// child_main: one worker's life. Never returns.
+fn child_main(slot: usize, bucket: usize) -> ! {
+    let r = retained();
+    r.set_mpm_state(mpmq::STARTING);
+    let mut w = match Worker::init(slot, bucket, NUM_LISTENERS.load(Ordering::Relaxed)) {
+        Ok(w) => w,
+        Err(e) => {
+            if !e.is_empty() {
+                ffi::log(Level::Emerg, 0, Server::main(), &e);
+            }
+            std::process::exit(if e.is_empty() {
+                0
+            } else {
+                httpd::APEXIT_CHILDFATAL
+            })
+        }
+    };
+    // Instead of ap_run_drop_privileges: the worker sandbox recipe (see
+    // crate::itk). A worker that cannot drop its privileges never serves.
+    if let Err(e) = crate::itk::enter_worker_sandbox() {
+        ffi::log(
+            Level::Emerg,
+            0,
+            Server::main(),
+            &format!(
+                "worker pid {} (slot {slot}): cannot enter the worker sandbox: {e}; exiting",
+                std::process::id()
+            ),
+        );
+        w.exit(httpd::APEXIT_CHILDFATAL);
+    }
+    w.set_status(httpd::SERVER_READY);
+    r.set_mpm_state(mpmq::RUNNING);
+
+    let max_requests = httpd::max_requests_per_child();
+    let mut served = 0;
+    let stop = || httpd::die_now() || r.shutdown_pending() != 0 || r.restart_pending() != 0;
+    while !stop() {
+        w.clear_transaction();
+        if max_requests > 0 && served >= max_requests {
+            w.exit(0);
+        }
+        served += 1;
+        w.set_status(httpd::SERVER_READY);
+
+        if let Err(rv) = w.accept_mutex(true) {
+            if r.my_generation() != httpd::running_generation() {
+                ffi::log(
+                    Level::Debug,
+                    rv,
+                    Server::main(),
+                    "couldn't grab the accept mutex",
+                );
+                w.exit(0);
+            }
+            ffi::log(
+                Level::Emerg,
+                rv,
+                Server::main(),
+                "couldn't grab the accept mutex",
+            );
+            std::process::exit(httpd::APEXIT_CHILDFATAL);
+        }
+        let outcome = w.accept(stop);
+        if let Err(rv) = w.accept_mutex(false) {
+            if r.my_generation() == httpd::running_generation() {
+                ffi::log(
+                    Level::Emerg,
+                    rv,
+                    Server::main(),
+                    "couldn't release the accept mutex",
+                );
+                std::process::exit(httpd::APEXIT_CHILDFATAL);
+            }
+        }
+        match outcome {
+            AcceptOutcome::Got(sock) => crate::itk::serve_connection(&w, sock),
+            AcceptOutcome::Retry => continue,
+            AcceptOutcome::Sick => w.exit(httpd::APEXIT_CHILDSICK),
+            AcceptOutcome::Stop => w.exit(0),
+        }
+        // Selected through the pipe of death, or a restart happened while
+        // we were serving: go away now.
+        if w.pod_check() || r.my_generation() != httpd::running_generation() {
+            httpd::set_die_now();
+        }
+    }
+    w.clear_transaction();
+    w.exit(0)
+}
+
+/// Signals every worker through the scoreboard, and the whole process group
+/// (CGIs, piped loggers) when we lead it, i.e. when daemonised.
+fn signal_workers(sig: i32) {
+    for slot in 0..tuning().daemons_limit.max(0) as usize {
+        let pid = httpd::slot_pid(slot);
+        if pid > 0 {
+            httpd::safe_kill(pid, sig);
+        }
+    }
+    httpd::killpg_own(sig);
+}
+
+/// prefork_run: the parent's main loop. Returns OK to restart, DONE to stop.
+pub fn run(pconf: Pool, plog: Pool, s: Server) -> i32 {
+    let r = retained();
+    httpd::log_pid(pconf);
+    if r.was_graceful() == 0 {
+        if !httpd::run_pre_mpm() {
+            r.set_mpm_state(mpmq::STOPPING);
+            return DONE;
+        }
+        // A new, cleared scoreboard: fix its generation.
+        httpd::set_running_generation(r.my_generation());
+    }
+    httpd::set_parent_signals(pconf, one_process());
+    if one_process() {
+        let _ = make_child(0);
+        return DONE;
+    }
+
+    // Don't thrash since num_buckets depends on the system's cores.
+    let buckets = r.num_buckets().max(1);
+    {
+        let mut st = config::state();
+        let t = &mut st.tuning;
+        t.daemons_limit = t.daemons_limit.max(buckets);
+        t.daemons_to_start = t.daemons_to_start.max(buckets);
+        t.min_spare = t.min_spare.max(buckets);
+        t.max_spare = t.max_spare.max(t.min_spare + buckets);
+    }
+    let t = tuning();
+    let mut remaining = t.daemons_to_start.min(t.daemons_limit);
+    if r.was_graceful() == 0 {
+        startup_children(remaining);
+        remaining = 0;
+    } else {
+        // Give the system time to recover before exponential spawning.
+        r.set_hold_off_on_exponential_spawning(10);
+    }
+    httpd::log_startup_banner(plog, &httpd::accept_mutex_name());
+    r.set_mpm_state(mpmq::RUNNING);
+
+    while r.restart_pending() == 0 && r.shutdown_pending() == 0 {
+        if let Some(dead) = httpd::wait_or_timeout(pconf) {
+            if dead.processed_status == httpd::APEXIT_CHILDFATAL {
+                // A fatal error in a worker of this generation stops the
+                // server (prefork's rule); one of an old generation is ignored.
+                let current = dead
+                    .slot
+                    .is_none_or(|sl| httpd::slot_generation(sl) == r.my_generation());
+                if current {
+                    r.set_mpm_state(mpmq::STOPPING);
+                    return DONE;
+                }
+                ffi::log(
+                    Level::Warn,
+                    0,
+                    Some(s),
+                    &format!(
+                        "Ignoring fatal error in child of previous generation (pid {}).",
+                        dead.pid
+                    ),
+                );
+            }
+            if let Some(slot) = dead.slot {
+                httpd::update_slot_status(slot, httpd::SERVER_DEAD);
+                httpd::note_child_killed(slot);
+                crate::itk::slot_finished(slot);
+                if dead.processed_status == httpd::APEXIT_CHILDSICK {
+                    r.set_idle_spawn_rate(1);
+                } else if remaining > 0 && (slot as i32) < t.daemons_limit {
+                    // Still replacing dead workers 1 for 1.
+                    let _ = make_child(slot);
+                    remaining -= 1;
+                }
+            } else if r.was_graceful() != 0 {
+                ffi::log(
+                    Level::Warn,
+                    0,
+                    Some(s),
+                    &format!("long lost child came home! (pid {})", dead.pid),
+                );
+            }
+            // No maintenance when a child dies: only on timeouts.
+            continue;
+        } else if remaining > 0 {
+            // A second went by without reaping old-generation workers:
+            // assume they are gone and pick up the slack.
+            startup_children(remaining);
+            remaining = 0;
+            continue;
+        }
+        perform_idle_server_maintenance();
+    }
+
+    r.set_mpm_state(mpmq::STOPPING);
+    let max_daemons = r.max_daemons_limit();
+
+    if r.shutdown_pending() != 0 && r.is_ungraceful() != 0 {
+        // SIGTERM: kill the workers (they take their connection children
+        // with them), then wait for them.
+        signal_workers(libc::SIGTERM);
+        httpd::reclaim_child_processes(true);
+        httpd::remove_pid(pconf);
+        ffi::log(Level::Notice, 0, Some(s), "caught SIGTERM, shutting down");
+        return DONE;
+    }
+
+    if r.shutdown_pending() != 0 {
+        // Graceful stop: stop listening, let idle workers go and the busy
+        // ones finish their connection.
+        httpd::close_all_listeners();
+        httpd::pod_killpg_all(max_daemons);
+        for slot in 0..t.daemons_limit.max(0) as usize {
+            if httpd::slot_status(slot) != httpd::SERVER_DEAD {
+                httpd::safe_kill(httpd::slot_pid(slot), httpd::AP_SIG_GRACEFUL);
+            }
+        }
+        httpd::relieve_child_processes();
+        httpd::remove_pid(pconf);
+        ffi::log(
+            Level::Notice,
+            0,
+            Some(s),
+            "caught SIGWINCH, shutting down gracefully",
+        );
+        let timeout = httpd::graceful_shutdown_timeout();
+        let cutoff = (timeout > 0)
+            .then(|| std::time::Instant::now() + std::time::Duration::from_secs(timeout as u64));
+        r.set_shutdown_pending(0);
+        loop {
+            httpd::sleep_secs(1);
+            httpd::relieve_child_processes();
+            let active = (0..t.daemons_limit.max(0) as usize).any(|slot| {
+                httpd::slot_pid(slot) > 0 && httpd::safe_kill(httpd::slot_pid(slot), 0)
+            });
+            let timed_out = cutoff.is_some_and(|c| std::time::Instant::now() >= c);
+            if r.shutdown_pending() != 0 || !active || timed_out {
+                break;
+            }
+        }
+        // Make sure everything is really gone (SIGTERM during the wait, or
+        // the timeout expired).
+        for slot in 0..t.daemons_limit.max(0) as usize {
+            let pid = httpd::slot_pid(slot);
+            if pid > 0 {
+                httpd::safe_kill(pid, libc::SIGTERM);
+            }
+        }
+        httpd::killpg_own(libc::SIGTERM);
+        return DONE;
+    }
+
+    // Restart: advance to the next generation.
+    r.set_my_generation(r.my_generation() + 1);
+    httpd::set_running_generation(r.my_generation());
+    if r.is_ungraceful() == 0 {
+        ffi::log(
+            Level::Notice,
+            0,
+            Some(s),
+            "Graceful restart requested, doing restart",
+        );
+        httpd::pod_killpg_all(max_daemons);
+        for slot in 0..t.daemons_limit.max(0) as usize {
+            if httpd::slot_status(slot) != httpd::SERVER_DEAD {
+                httpd::set_slot_status_raw(slot, httpd::SERVER_GRACEFUL);
+                // Through the scoreboard, not the process group: CGIs and
+                // piped loggers must not get SIGUSR1.
+                httpd::safe_kill(httpd::slot_pid(slot), httpd::AP_SIG_GRACEFUL);
+            }
+        }
+    } else {
+        signal_workers(libc::SIGHUP);
+        httpd::reclaim_child_processes(false);
+        ffi::log(
+            Level::Notice,
+            0,
+            Some(s),
+            "SIGHUP received.  Attempting to restart",
+        );
+    }
+    OK
+}
