@@ -500,6 +500,19 @@ pub fn run(pconf: Pool, plog: Pool, s: Server) -> i32 {
                 );
             }
             if let Some(slot) = dead.slot {
+                let expected = [libc::SIGTERM, libc::SIGHUP, httpd::AP_SIG_GRACEFUL];
+                if let Some(sig) = dead.signal.filter(|sg| !expected.contains(sg)) {
+                    // httpd's own report is silent for SIGKILL: say it.
+                    ffi::log(
+                        Level::Warn,
+                        0,
+                        Some(s),
+                        &format!(
+                            "worker pid {} (slot {slot}) died on signal {sig}; its slot is free for a replacement",
+                            dead.pid
+                        ),
+                    );
+                }
                 httpd::update_slot_status(slot, httpd::SERVER_DEAD);
                 httpd::note_child_killed(slot);
                 crate::itk::slot_finished(slot);

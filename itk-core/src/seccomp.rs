@@ -302,10 +302,17 @@ mod tests {
     #[test]
     fn i386_int80_kills_the_process() {
         let code = in_filtered_child(|| {
-            // SAFETY: int 0x80 with eax=23 (i386 setuid) and ebx=0; the
-            // filter kills the process before the kernel handles it.
+            // SAFETY: int 0x80 with eax=23 (i386 setuid) and ebx=0 (rbx is
+            // reserved by LLVM, so it is saved and restored around the call);
+            // the filter kills the process before the kernel handles it.
             unsafe {
-                std::arch::asm!("int 0x80", inout("eax") 23 => _, in("ebx") 0, options(nostack));
+                std::arch::asm!(
+                    "push rbx",
+                    "xor ebx, ebx",
+                    "int 0x80",
+                    "pop rbx",
+                    inout("eax") 23 => _,
+                );
             }
             0
         });

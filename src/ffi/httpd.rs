@@ -489,6 +489,8 @@ pub struct Reaped {
     pub processed_status: i32,
     /// Scoreboard slot of the pid, if it is a worker.
     pub slot: Option<usize>,
+    /// The signal that ended it, if any.
+    pub signal: Option<i32>,
 }
 
 /// `ap_wait_or_timeout` + `ap_process_child_status` + `ap_find_child_by_pid`
@@ -511,10 +513,12 @@ pub fn wait_or_timeout(pconf: Pool) -> Option<Reaped> {
         }
         let processed = sys::ap_process_child_status(&mut proc_, why, status);
         let slot = sys::ap_find_child_by_pid(&mut proc_);
+        let signaled = why & sys::apr_exit_why_e_APR_PROC_SIGNAL != 0;
         Some(Reaped {
             pid: proc_.pid,
             processed_status: processed,
             slot: (slot >= 0).then_some(slot as usize),
+            signal: signaled.then_some(status),
         })
     }
 }
