@@ -81,6 +81,11 @@ pub fn check_config(_pconf: Pool, _s: Server) -> i32 {
 }
 
 fn prepare() -> Result<Prepared, String> {
+    if let Some(dir) = httpd::unixd_chroot_dir() {
+        // mod_unixd performs ChrootDir in its drop_privileges hook, which the
+        // worker sandbox replaces: refuse rather than silently ignore it.
+        return Err(format!("ChrootDir {dir} is not supported with mpm-itk"));
+    }
     let (user, uid, gid) = httpd::unixd_user_group();
     if uid == 0 || uid == u32::MAX || gid == 0 || gid == u32::MAX {
         return Err(format!(

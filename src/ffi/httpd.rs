@@ -82,15 +82,18 @@ macro_rules! retained_field {
 
 macro_rules! unixd_field {
     ($get:ident, $set:ident, $field:ident) => {
+        unixd_field!($get, $field);
+        pub fn $set(self, v: i32) {
+            // SAFETY: as above.
+            unsafe { ptr::write_volatile(&mut (*self.mpm()).$field, v) }
+        }
+    };
+    ($get:ident, $field:ident) => {
         pub fn $get(self) -> i32 {
             // SAFETY: `mpm` points at httpd's unixd retained block, live for
             // the process; httpd's signal handlers write some of these
             // fields, hence the volatile read.
             unsafe { ptr::read_volatile(&(*self.mpm()).$field) }
-        }
-        pub fn $set(self, v: i32) {
-            // SAFETY: as above.
-            unsafe { ptr::write_volatile(&mut (*self.mpm()).$field, v) }
         }
     };
 }
@@ -156,11 +159,11 @@ impl Retained {
     );
     unixd_field!(mpm_state, set_mpm_state, mpm_state);
     unixd_field!(shutdown_pending, set_shutdown_pending, shutdown_pending);
-    unixd_field!(restart_pending, set_restart_pending, restart_pending);
-    unixd_field!(is_ungraceful, set_is_ungraceful, is_ungraceful);
+    unixd_field!(restart_pending, restart_pending);
+    unixd_field!(is_ungraceful, is_ungraceful);
     unixd_field!(my_generation, set_my_generation, my_generation);
-    unixd_field!(module_loads, set_module_loads, module_loads);
-    unixd_field!(was_graceful, set_was_graceful, was_graceful);
+    unixd_field!(module_loads, module_loads);
+    unixd_field!(was_graceful, was_graceful);
     unixd_field!(num_buckets, set_num_buckets, num_buckets);
 
     /// The shared vhost table (one word per scoreboard slot), created once
@@ -1118,8 +1121,10 @@ unsafe fn close_mutex_descriptor(m: *mut sys::apr_proc_mutex_t) {
             return;
         }
         match mech {
-            sys::apr_lockmech_e_APR_LOCK_FCNTL | sys::apr_lockmech_e_APR_LOCK_FLOCK => {
-                if os.crossproc >= 0 {
+            sys::apr_lockmech_e_APR_LOCK_FCNTL | sys::apr_lockmech_e_APR_LOCK_FLOCK
+                if os.crossproc >= 0 =>
+            {
+                {
                     // Replace rather than close: the descriptor number stays
                     // taken, so APR's own cleanup can never close a file
                     // that later reused the number.
@@ -1130,8 +1135,8 @@ unsafe fn close_mutex_descriptor(m: *mut sys::apr_proc_mutex_t) {
                     }
                 }
             }
-            sys::apr_lockmech_e_APR_LOCK_PROC_PTHREAD => {
-                if !os.pthread_interproc.is_null() {
+            sys::apr_lockmech_e_APR_LOCK_PROC_PTHREAD if !os.pthread_interproc.is_null() => {
+                {
                     // APR maps the process-shared mutex on its own page.
                     let page = libc::sysconf(libc::_SC_PAGESIZE) as usize;
                     libc::munmap(os.pthread_interproc as *mut c_void, page);

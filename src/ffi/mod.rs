@@ -202,25 +202,6 @@ impl Server {
     pub fn hostname(&self) -> String {
         c_to_string(self.get().server_hostname)
     }
-    /// The port from `ServerName host:port`, 0 if none was given.
-    pub fn port(&self) -> u16 {
-        self.get().port
-    }
-    pub fn is_virtual(&self) -> bool {
-        self.get().is_virtual != 0
-    }
-    /// Where the vhost was defined, for messages.
-    pub fn defn(&self) -> String {
-        format!(
-            "{}:{}",
-            c_to_string(self.get().defn_name),
-            self.get().defn_line_number
-        )
-    }
-    /// The next server in the configuration's list.
-    pub fn next(&self) -> Option<Server> {
-        Server::from_raw(self.get().next)
-    }
 }
 
 /// A `conn_rec`.
@@ -243,9 +224,6 @@ impl Conn {
         // SAFETY: local_addr is set by core's create_connection and lives in
         // the connection pool.
         unsafe { (*a).port }
-    }
-    pub fn client_ip(&self) -> String {
-        c_to_string(self.get().client_ip)
     }
     /// Does the lingering close now and ends this connection child: the
     /// connection is closed without an answer (SPEC §3.3).
@@ -276,10 +254,6 @@ impl Request {
     pub fn is_main(&self) -> bool {
         self.get().main.is_null()
     }
-    /// Is this an internal redirect (ErrorDocument, mod_rewrite [PT], ...)?
-    pub fn is_redirect(&self) -> bool {
-        !self.get().prev.is_null()
-    }
     /// The virtual host selected for this request.
     pub fn server(&self) -> Server {
         Server::from_raw(self.get().server).expect("request without server")
@@ -292,9 +266,6 @@ impl Request {
     }
     pub fn filename(&self) -> String {
         c_to_string(self.get().filename)
-    }
-    pub fn pool(&self) -> Pool {
-        Pool::from_raw(self.get().pool).expect("request without pool")
     }
 }
 
