@@ -50,10 +50,23 @@ itk_install_missing() {
     rm -f "$log"
 }
 
-# Sets CARGO to a cargo of Rust >= ITK_MIN_RUST, or explains how to get one
-# and exits 1.
+# itk_rust_ok CARGO: true if that cargo is Rust >= ITK_MIN_RUST.
+itk_rust_ok() {
+    local ver major minor
+    ver=$("$1" -V 2>/dev/null | awk '{print $2}') || return 1
+    major=${ver%%.*}
+    minor=${ver#*.}
+    minor=${minor%%.*}
+    [[ $major =~ ^[0-9]+$ && $minor =~ ^[0-9]+$ ]] || return 1
+    [ "$major" -gt "${ITK_MIN_RUST%%.*}" ] ||
+        { [ "$major" -eq "${ITK_MIN_RUST%%.*}" ] && [ "$minor" -ge "${ITK_MIN_RUST#*.}" ]; }
+}
+
+# Sets CARGO to a cargo of Rust >= ITK_MIN_RUST (PATH first, then the usual
+# rustup locations), or explains how to get one and exits 1.
 itk_find_cargo() {
-    local c candidates=() ver major minor want_major want_minor
+    local c too_old=''
+    local candidates=()
     CARGO=
     if command -v cargo >/dev/null 2>&1; then
         candidates+=("$(command -v cargo)")
@@ -61,47 +74,36 @@ itk_find_cargo() {
     candidates+=("${CARGO_HOME:-${HOME:-/root}/.cargo}/bin/cargo" /root/.cargo/bin/cargo
         /usr/local/cargo/bin/cargo)
     for c in "${candidates[@]}"; do
-        if [ -x "$c" ]; then
+        [ -x "$c" ] || continue
+        if itk_rust_ok "$c"; then
             CARGO=$c
             break
         fi
+        [ -n "$too_old" ] || too_old="$c ($("$c" -V 2>/dev/null || echo 'version unknown'))"
     done
     if [ -z "$CARGO" ]; then
+        if [ -n "$too_old" ]; then
+            echo "${0##*/}: only an old cargo was found: $too_old" >&2
+        else
+            echo "${0##*/}: cargo was not found." >&2
+        fi
         cat >&2 <<EOF
-${0##*/}: cargo was not found. This crate needs Rust >= $ITK_MIN_RUST; Debian 12's
-own rustc (1.63) is too old. Install a current Rust with rustup, as the user
-that runs this script (root):
+This crate needs Rust >= $ITK_MIN_RUST; Debian 12's own rustc/cargo packages
+(1.63) are too old. Install a current Rust with rustup, as the user that
+runs this script (root):
 
     apt-get install -y curl build-essential
     curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
     . "\$HOME/.cargo/env"
 
-then run ${0##*/} again.
+(or "rustup update stable" if rustup is already there), then run
+${0##*/} again.
 EOF
         exit 1
     fi
     # rustup's proxies and build scripts look for their siblings in PATH.
     PATH="$(dirname "$CARGO"):$PATH"
     export PATH
-    ver=$("$CARGO" -V 2>/dev/null | awk '{print $2}') || ver=
-    major=${ver%%.*}
-    minor=${ver#*.}
-    minor=${minor%%.*}
-    want_major=${ITK_MIN_RUST%%.*}
-    want_minor=${ITK_MIN_RUST#*.}
-    if ! [[ $major =~ ^[0-9]+$ && $minor =~ ^[0-9]+$ ]] ||
-        [ "$major" -lt "$want_major" ] ||
-        { [ "$major" -eq "$want_major" ] && [ "$minor" -lt "$want_minor" ]; }; then
-        cat >&2 <<EOF
-${0##*/}: $CARGO is version '${ver:-unknown}'; Rust >= $ITK_MIN_RUST is needed
-(Debian 12's packaged rustc 1.63 is too old). With rustup:
-
-    rustup update stable && rustup default stable
-
-otherwise install rustup as described at https://rustup.rs and run ${0##*/} again.
-EOF
-        exit 1
-    fi
 }
 
 # Where cargo puts the module.
