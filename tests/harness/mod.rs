@@ -1,0 +1,578 @@
+//! Test harness: a self-contained httpd configuration in a temp dir, a real
+//! `/usr/sbin/apache2` started in the foreground in its own process group,
+//! real users, a tiny HTTP client. Everything is removed on drop, also when
+//! the test fails.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub const MODULES: &str = "/usr/lib/apache2/modules";
+
+pub fn require_root() {
+    // SAFETY: geteuid has no arguments and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("these tests must run as root (they start httpd and create users)");
+    }
+}
+
+pub fn module_path() -> PathBuf {
+    if let Ok(p) = std::env::var("MPM_ITK_SO") {
+        return PathBuf::from(p);
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/libmpm_itk.so");
+    assert!(
+        p.exists(),
+        "{} missing: run `cargo build --release` first",
+        p.display()
+    );
+    p
+}
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+static USERDB: Mutex<()> = Mutex::new(());
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}{}x{}",
+        std::process::id() % 100000,
+        SEQ.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// A free port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn run(cmd: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
+    s.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), s)
+}
+
+/// A system user (and its group) that exists for the test's duration.
+pub struct TestUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    extra_group: Option<String>,
+}
+
+impl TestUser {
+    pub fn create(with_extra_group: bool) -> TestUser {
+        let _g = USERDB.lock().unwrap_or_else(|e| e.into_inner());
+        let name = unique("itk");
+        let (ok, out) = run(
+            "useradd",
+            &[
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                "--user-group",
+                &name,
+            ],
+        );
+        assert!(ok, "useradd {name}: {out}");
+        let extra_group = with_extra_group.then(|| {
+            let g = format!("{name}g");
+            let (ok, out) = run("groupadd", &["--system", &g]);
+            assert!(ok, "groupadd: {out}");
+            let (ok, out) = run("usermod", &["-aG", &g, &name]);
+            assert!(ok, "usermod: {out}");
+            g
+        });
+        let uid = run("id", &["-u", &name]).1.trim().parse().unwrap();
+        let gid = run("id", &["-g", &name]).1.trim().parse().unwrap();
+        TestUser {
+            name,
+            uid,
+            gid,
+            extra_group,
+        }
+    }
+
+    /// All group ids of the user, sorted.
+    pub fn groups(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = run("id", &["-G", &self.name])
+            .1
+            .split_whitespace()
+            .map(|g| g.parse().unwrap())
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let _g = USERDB.lock().unwrap_or_else(|e| e.into_inner());
+        run("userdel", &[&self.name]);
+        run("groupdel", &[&self.name]);
+        if let Some(g) = &self.extra_group {
+            run("groupdel", &[g]);
+        }
+    }
+}
+
+/// A virtual host of the test configuration.
+pub struct VHost {
+    pub name: String,
+    pub lines: Vec<String>,
+}
+
+impl VHost {
+    pub fn new(name: &str) -> VHost {
+        VHost {
+            name: name.into(),
+            lines: vec![],
+        }
+    }
+    pub fn line(mut self, l: impl Into<String>) -> VHost {
+        self.lines.push(l.into());
+        self
+    }
+}
+
+/// Writes a self-contained configuration; `start` runs httpd with it.
+pub struct Setup {
+    pub dir: PathBuf,
+    pub port: u16,
+    pub global: Vec<String>,
+    pub vhosts: Vec<VHost>,
+    pub load_prefork_too: bool,
+}
+
+impl Setup {
+    pub fn new() -> Setup {
+        require_root();
+        let dir = PathBuf::from(format!("/tmp/{}", unique("itk-test-")));
+        for d in ["", "logs", "run", "docs"] {
+            fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(dir.join("docs"), fs::Permissions::from_mode(0o755)).unwrap();
+        Setup {
+            dir,
+            port: free_port(),
+            global: vec![],
+            vhosts: vec![],
+            load_prefork_too: false,
+        }
+    }
+
+    pub fn global(mut self, l: impl Into<String>) -> Setup {
+        self.global.push(l.into());
+        self
+    }
+
+    pub fn vhost(mut self, v: VHost) -> Setup {
+        self.vhosts.push(v);
+        self
+    }
+
+    /// A document root for `name` under the test dir (created, 0755).
+    pub fn docroot(&self, name: &str) -> PathBuf {
+        let d = self.dir.join("docs").join(name);
+        fs::create_dir_all(&d).unwrap();
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o755)).unwrap();
+        d
+    }
+
+    pub fn conf_path(&self) -> PathBuf {
+        self.dir.join("httpd.conf")
+    }
+
+    pub fn write_conf(&self) {
+        let d = self.dir.display();
+        let mut c = format!(
+            "ServerRoot {d}\nServerName localhost\nListen 127.0.0.1:{port}\nPidFile {d}/run/httpd.pid\n\
+             ErrorLog {d}/logs/error.log\nLogLevel info mpm_itk:debug\nDefaultRuntimeDir {d}/run\n\
+             Mutex file:{d}/run default\nLoadModule mpm_itk_module {so}\n",
+            port = self.port,
+            so = module_path().display()
+        );
+        if self.load_prefork_too {
+            c.push_str(&format!(
+                "LoadModule mpm_prefork_module {MODULES}/mod_mpm_prefork.so\n"
+            ));
+        }
+        for m in [
+            "authz_core",
+            "mime",
+            "dir",
+            "alias",
+            "status",
+            "cgi",
+            "setenvif",
+            "env",
+            "unique_id",
+        ] {
+            c.push_str(&format!("LoadModule {m}_module {MODULES}/mod_{m}.so\n"));
+        }
+        c.push_str(&format!(
+            "LoadModule php_module {MODULES}/libphp8.2.so\nTypesConfig /etc/mime.types\n\
+             User www-data\nGroup www-data\nStartServers 2\nMinSpareServers 2\nMaxSpareServers 4\n\
+             KeepAliveTimeout 5\nDocumentRoot {d}/docs\n\
+             <FilesMatch \\.php$>\n  SetHandler application/x-httpd-php\n</FilesMatch>\n\
+             <Location /server-status>\n  SetHandler server-status\n</Location>\n"
+        ));
+        for g in &self.global {
+            c.push_str(g);
+            c.push('\n');
+        }
+        for v in &self.vhosts {
+            c.push_str(&format!(
+                "<VirtualHost 127.0.0.1:{}>\n  ServerName {}\n",
+                self.port, v.name
+            ));
+            for l in &v.lines {
+                c.push_str(&format!("  {l}\n"));
+            }
+            c.push_str("</VirtualHost>\n");
+        }
+        fs::write(self.conf_path(), c).unwrap();
+    }
+
+    /// `apache2 -t`: (success, output).
+    pub fn config_test(&self) -> (bool, String) {
+        self.write_conf();
+        let conf = self.conf_path();
+        run("/usr/sbin/apache2", &["-t", "-f", conf.to_str().unwrap()])
+    }
+
+    pub fn start(self) -> Server {
+        self.write_conf();
+        let child = Command::new("/usr/sbin/apache2")
+            .args(["-f", self.conf_path().to_str().unwrap(), "-DFOREGROUND"])
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("LANG", "C")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("spawn apache2");
+        let srv = Server {
+            setup: self,
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(r) = srv.try_get("localhost", "/") {
+                if r.status > 0 {
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "httpd did not answer; error log:\n{}",
+                srv.error_log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        srv
+    }
+}
+
+/// A parsed HTTP response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    pub body: String,
+}
+
+/// Reads one response from `s` (Content-Length, chunked, or until close).
+pub fn read_response(s: &mut TcpStream) -> std::io::Result<Response> {
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 8192];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = s.read(&mut tmp)?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "closed before a response",
+            ));
+        }
+        buf.extend_from_slice(&tmp[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let headers: HashMap<String, String> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut body: Vec<u8> = buf[head_end..].to_vec();
+    if let Some(len) = headers
+        .get("content-length")
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        while body.len() < len {
+            let n = s.read(&mut tmp)?;
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&tmp[..n]);
+        }
+        body.truncate(len);
+    } else if headers
+        .get("transfer-encoding")
+        .is_some_and(|v| v.contains("chunked"))
+    {
+        let mut out = Vec::new();
+        loop {
+            while !body.windows(2).any(|w| w == b"\r\n") {
+                let n = s.read(&mut tmp)?;
+                if n == 0 {
+                    break;
+                }
+                body.extend_from_slice(&tmp[..n]);
+            }
+            let Some(i) = body.windows(2).position(|w| w == b"\r\n") else {
+                break;
+            };
+            let size =
+                usize::from_str_radix(String::from_utf8_lossy(&body[..i]).trim(), 16).unwrap_or(0);
+            body.drain(..i + 2);
+            if size == 0 {
+                break;
+            }
+            while body.len() < size + 2 {
+                let n = s.read(&mut tmp)?;
+                if n == 0 {
+                    break;
+                }
+                body.extend_from_slice(&tmp[..n]);
+            }
+            out.extend_from_slice(&body[..size.min(body.len())]);
+            body.drain(..(size + 2).min(body.len()));
+        }
+        body = out;
+    } else if status != 304 && status != 204 {
+        loop {
+            let n = s.read(&mut tmp)?;
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&tmp[..n]);
+        }
+    }
+    Ok(Response {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+/// A running httpd; stopped and cleaned up on drop.
+pub struct Server {
+    pub setup: Setup,
+    child: Option<Child>,
+}
+
+impl Server {
+    pub fn port(&self) -> u16 {
+        self.setup.port
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(("127.0.0.1", self.port())).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s
+    }
+
+    pub fn try_get(&self, host: &str, path: &str) -> std::io::Result<Response> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port()))?;
+        s.set_read_timeout(Some(Duration::from_secs(20)))?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )?;
+        read_response(&mut s)
+    }
+
+    pub fn get(&self, host: &str, path: &str) -> Response {
+        self.try_get(host, path)
+            .unwrap_or_else(|e| panic!("GET {host}{path}: {e}\n{}", self.error_log()))
+    }
+
+    pub fn error_log(&self) -> String {
+        fs::read_to_string(self.setup.dir.join("logs/error.log")).unwrap_or_default()
+    }
+
+    pub fn parent_pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
+    /// Direct children of the parent (the workers).
+    pub fn worker_pids(&self) -> Vec<i32> {
+        children_of(self.parent_pid())
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: signals our own child process.
+        unsafe { libc::kill(self.parent_pid(), sig) };
+    }
+
+    /// Waits up to `secs` for the parent to exit; true if it did.
+    pub fn wait_exit(&mut self, secs: u64) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
+    /// Pids of every process whose command line names this config.
+    pub fn our_processes(&self) -> Vec<i32> {
+        let conf = self.setup.conf_path().display().to_string();
+        let mut v = vec![];
+        for e in fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            if let Ok(cmd) = fs::read(format!("/proc/{pid}/cmdline")) {
+                if String::from_utf8_lossy(&cmd).contains(&conf) {
+                    v.push(pid);
+                }
+            }
+        }
+        v
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let pid = c.id() as i32;
+            // SAFETY: signals our own child.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            // SAFETY: the process group we created for httpd.
+            unsafe { libc::killpg(pid, libc::SIGKILL) };
+            let _ = c.wait();
+        }
+        for pid in self.our_processes() {
+            // SAFETY: leftover processes of this test's httpd.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = fs::remove_dir_all(&self.setup.dir);
+    }
+}
+
+pub fn children_of(ppid: i32) -> Vec<i32> {
+    let mut v = vec![];
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) {
+            let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
+            if after
+                .split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<i32>().ok())
+                == Some(ppid)
+            {
+                v.push(pid);
+            }
+        }
+    }
+    v
+}
+
+/// `n` threads each doing `m` requests; returns (status counts, errors).
+pub fn load(port: u16, host: &str, path: &str, n: usize, m: usize) -> (HashMap<u16, usize>, usize) {
+    let handles: Vec<_> = (0..n)
+        .map(|_| {
+            let (host, path) = (host.to_string(), path.to_string());
+            std::thread::spawn(move || {
+                let mut counts: HashMap<u16, usize> = HashMap::new();
+                let mut errors = 0;
+                for _ in 0..m {
+                    let r = (|| -> std::io::Result<Response> {
+                        let mut s = TcpStream::connect(("127.0.0.1", port))?;
+                        s.set_read_timeout(Some(Duration::from_secs(20)))?;
+                        write!(
+                            s,
+                            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+                        )?;
+                        read_response(&mut s)
+                    })();
+                    match r {
+                        Ok(r) => *counts.entry(r.status).or_default() += 1,
+                        Err(_) => errors += 1,
+                    }
+                }
+                (counts, errors)
+            })
+        })
+        .collect();
+    let mut total: HashMap<u16, usize> = HashMap::new();
+    let mut errors = 0;
+    for h in handles {
+        let (c, e) = h.join().unwrap();
+        for (k, v) in c {
+            *total.entry(k).or_default() += v;
+        }
+        errors += e;
+    }
+    (total, errors)
+}
+
+pub fn write(path: &Path, content: &str, mode: u32) {
+    fs::write(path, content).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+pub fn chown(path: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
+}
+
+/// PHP that prints the process identity as `uid euid gid egid | groups`.
+pub const WHOAMI_PHP: &str = "<?php $g = posix_getgroups(); sort($g); echo posix_getuid(), ' ', posix_geteuid(), ' ', posix_getgid(), ' ', posix_getegid(), ' | ', implode(',', $g);";

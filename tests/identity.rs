@@ -1,0 +1,341 @@
+//! Every vhost under its own user: real users, real mod_php, real CGI.
+
+mod harness;
+use harness::*;
+use std::io::Write;
+use std::time::Duration;
+
+fn expect_identity(body: &str, u: &TestUser) {
+    let groups: Vec<String> = u.groups().iter().map(|g| g.to_string()).collect();
+    let want = format!("{0} {0} {1} {1} | {2}", u.uid, u.gid, groups.join(","));
+    assert_eq!(body, want);
+}
+
+#[test]
+fn each_vhost_runs_as_its_user_with_its_groups() {
+    let alice = TestUser::create(true);
+    let bob = TestUser::create(false);
+    let setup = Setup::new();
+    let (da, db) = (setup.docroot("a"), setup.docroot("b"));
+    for d in [&da, &db, &setup.dir.join("docs")] {
+        write(&d.join("who.php"), WHOAMI_PHP, 0o644);
+        write(
+            &d.join("id.cgi"),
+            "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\nid -u\n",
+            0o755,
+        );
+    }
+    // a directory only alice may write to, and a secret only bob may read
+    let upload = da.join("upload");
+    std::fs::create_dir(&upload).unwrap();
+    chown(&upload, alice.uid, alice.gid);
+    write(
+        &da.join("mkfile.php"),
+        &format!(
+            "<?php file_put_contents('{}/f', 'x'); echo 'ok';",
+            upload.display()
+        ),
+        0o644,
+    );
+    write(&db.join("secret.txt"), "bob's secret", 0o600);
+    chown(&db.join("secret.txt"), bob.uid, bob.gid);
+    write(
+        &da.join("steal.php"),
+        &format!(
+            "<?php var_dump(@file_get_contents('{}/secret.txt')); var_dump(@file_get_contents('/etc/shadow'));",
+            db.display()
+        ),
+        0o644,
+    );
+    let cgi =
+        "<Directory /tmp>\n    Options +ExecCGI\n    AddHandler cgi-script .cgi\n  </Directory>";
+    let setup = setup
+        .global(cgi)
+        .vhost(
+            VHost::new("default.test")
+                .line(format!("DocumentRoot {}", setup.dir.join("docs").display())),
+        )
+        .vhost(
+            VHost::new("alice.test")
+                .line(format!("DocumentRoot {}", da.display()))
+                .line(format!("AssignUserID {} {}", alice.name, alice.name)),
+        )
+        .vhost(
+            VHost::new("bob.test")
+                .line(format!("DocumentRoot {}", db.display()))
+                .line(format!("AssignUserID #{} #{}", bob.uid, bob.gid)),
+        );
+    let srv = setup.start();
+
+    expect_identity(&srv.get("alice.test", "/who.php").body, &alice);
+    assert!(
+        alice.groups().len() == 2,
+        "alice has her supplementary group"
+    );
+    expect_identity(&srv.get("bob.test", "/who.php").body, &bob);
+    let www = srv.get("default.test", "/who.php").body;
+    assert!(
+        www.starts_with("33 33 33 33"),
+        "vhost without AssignUserID runs as User: {www}"
+    );
+
+    assert_eq!(
+        srv.get("alice.test", "/id.cgi").body.trim(),
+        alice.uid.to_string()
+    );
+    assert_eq!(
+        srv.get("bob.test", "/id.cgi").body.trim(),
+        bob.uid.to_string()
+    );
+
+    assert_eq!(srv.get("alice.test", "/mkfile.php").body, "ok");
+    let meta = std::fs::metadata(upload.join("f")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((meta.uid(), meta.gid()), (alice.uid, alice.gid));
+
+    let s = srv.get("alice.test", "/steal.php").body;
+    assert_eq!(
+        s, "bool(false)\nbool(false)\n",
+        "alice read bob's file or /etc/shadow"
+    );
+}
+
+#[test]
+fn after_the_switch_no_capability_and_no_listener_is_left() {
+    let alice = TestUser::create(false);
+    let setup = Setup::new();
+    let da = setup.docroot("a");
+    write(
+        &da.join("status.php"),
+        "<?php echo file_get_contents('/proc/self/status');",
+        0o644,
+    );
+    write(
+        &da.join("fds.php"),
+        "<?php foreach (scandir('/proc/self/fd') as $f) { $l = @readlink(\"/proc/self/fd/$f\"); if ($l) echo $l, \"\\n\"; }",
+        0o644,
+    );
+    let setup = setup.vhost(
+        VHost::new("alice.test")
+            .line(format!("DocumentRoot {}", da.display()))
+            .line(format!("AssignUserID {0} {0}", alice.name)),
+    );
+    let srv = setup.start();
+    let st = srv.get("alice.test", "/status.php").body;
+    for field in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
+        let line = st.lines().find(|l| l.starts_with(field)).unwrap();
+        assert!(line.ends_with("0000000000000000"), "{line}");
+    }
+    assert!(
+        st.lines()
+            .any(|l| l.starts_with("Seccomp:") && l.ends_with('2')),
+        "{st}"
+    );
+    assert!(
+        st.lines().any(|l| l.starts_with("Uid:")
+            && l.split_whitespace()
+                .skip(1)
+                .all(|u| u == alice.uid.to_string())),
+        "{st}"
+    );
+
+    // Listening sockets' inodes, from /proc/net/tcp (state 0A = LISTEN).
+    let listen: Vec<String> = std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter(|l| l.split_whitespace().nth(3) == Some("0A"))
+        .filter_map(|l| l.split_whitespace().nth(9).map(|i| format!("socket:[{i}]")))
+        .collect();
+    let fds = srv.get("alice.test", "/fds.php").body;
+    for l in fds.lines() {
+        assert!(
+            !listen.contains(&l.to_string()),
+            "listening socket {l} open in the PHP process: {fds}"
+        );
+        assert!(
+            !l.starts_with("pipe:"),
+            "pipe (pipe of death?) open in the PHP process: {fds}"
+        );
+        assert!(
+            !l.contains("/run/"),
+            "runtime file (accept mutex?) open in the PHP process: {fds}"
+        );
+    }
+}
+
+#[test]
+fn expression_picks_the_user_and_root_or_unknown_gives_500() {
+    let alice = TestUser::create(false);
+    let setup = Setup::new();
+    let d = setup.dir.join("docs");
+    write(&d.join("who.php"), WHOAMI_PHP, 0o644);
+    let setup = setup.vhost(
+        VHost::new("expr.test")
+            .line(format!("DocumentRoot {}", d.display()))
+            .line("SetEnvIf Request_URI \"^/u/([a-z0-9]+)/\" ITKUSER=$1")
+            .line(format!("AliasMatch ^/u/[a-z0-9]+/(.*) {}/$1", d.display()))
+            .line("AssignUserIDExpr %{reqenv:ITKUSER}"),
+    );
+    let srv = setup.start();
+    let r = srv.get("expr.test", &format!("/u/{}/who.php", alice.name));
+    assert_eq!(r.status, 200);
+    assert!(
+        r.body.starts_with(&format!("{0} {0} 33 33", alice.uid)),
+        "{}",
+        r.body
+    );
+    assert_eq!(srv.get("expr.test", "/u/root/who.php").status, 500);
+    assert_eq!(srv.get("expr.test", "/u/nosuchuserxyz/who.php").status, 500);
+    let log = srv.error_log();
+    assert!(log.contains("uid 0 is not allowed"), "{log}");
+    assert!(
+        log.contains("AssignUserIDExpr returned 'nosuchuserxyz'"),
+        "{log}"
+    );
+}
+
+#[test]
+fn keepalive_to_another_uid_closes_the_connection() {
+    let alice = TestUser::create(false);
+    let bob = TestUser::create(false);
+    let setup = Setup::new();
+    let (da, db) = (setup.docroot("a"), setup.docroot("b"));
+    write(&da.join("who.php"), WHOAMI_PHP, 0o644);
+    write(&db.join("who.php"), WHOAMI_PHP, 0o644);
+    let setup = setup
+        .vhost(
+            VHost::new("alice.test")
+                .line(format!("DocumentRoot {}", da.display()))
+                .line(format!("AssignUserID {0} {0}", alice.name)),
+        )
+        .vhost(
+            VHost::new("bob.test")
+                .line(format!("DocumentRoot {}", db.display()))
+                .line(format!("AssignUserID {0} {0}", bob.name)),
+        );
+    let srv = setup.start();
+    let mut s = srv.connect();
+    for _ in 0..2 {
+        write!(s, "GET /who.php HTTP/1.1\r\nHost: alice.test\r\n\r\n").unwrap();
+        let r = read_response(&mut s).expect("keep-alive request on the same connection");
+        assert!(r.body.starts_with(&alice.uid.to_string()), "{}", r.body);
+    }
+    write!(s, "GET /who.php HTTP/1.1\r\nHost: bob.test\r\n\r\n").unwrap();
+    assert!(
+        read_response(&mut s).is_err(),
+        "another uid's request was answered on alice's connection"
+    );
+    // the retry on a new connection is answered as bob
+    assert!(
+        srv.get("bob.test", "/who.php")
+            .body
+            .starts_with(&bob.uid.to_string())
+    );
+    assert!(
+        srv.error_log()
+            .contains("closing connection so the client retries")
+    );
+}
+
+#[test]
+fn max_clients_vhost_limits_concurrent_connections() {
+    for extended in ["On", "Off"] {
+        let setup = Setup::new()
+            .global(format!("ExtendedStatus {extended}"))
+            .global("StartServers 8\nMinSpareServers 8\nMaxSpareServers 16");
+        let (da, db) = (setup.docroot("a"), setup.docroot("b"));
+        write(&da.join("slow.php"), "<?php sleep(2); echo 'ok';", 0o644);
+        write(&db.join("fast.txt"), "fast", 0o644);
+        let setup = setup
+            .vhost(
+                VHost::new("limited.test")
+                    .line(format!("DocumentRoot {}", da.display()))
+                    .line("MaxClientsVHost 2"),
+            )
+            .vhost(VHost::new("other.test").line(format!("DocumentRoot {}", db.display())));
+        let srv = setup.start();
+        std::thread::sleep(Duration::from_millis(500));
+        let port = srv.port();
+        let slow: Vec<_> = (0..6)
+            .map(|_| std::thread::spawn(move || load(port, "limited.test", "/slow.php", 1, 1).0))
+            .collect();
+        std::thread::sleep(Duration::from_millis(600));
+        assert_eq!(
+            srv.get("other.test", "/fast.txt").status,
+            200,
+            "another vhost is not limited"
+        );
+        let mut ok = 0;
+        let mut busy = 0;
+        for h in slow {
+            let c = h.join().unwrap();
+            ok += c.get(&200).copied().unwrap_or(0);
+            busy += c.get(&503).copied().unwrap_or(0);
+        }
+        assert_eq!((ok, busy), (2, 4), "ExtendedStatus {extended}");
+        assert!(
+            srv.error_log()
+                .contains("MaxClientsVHost reached for limited.test")
+        );
+    }
+}
+
+#[test]
+fn nice_value_and_directory_without_user_run_as_server_user() {
+    let setup = Setup::new();
+    let d = setup.docroot("n");
+    write(
+        &d.join("stat.php"),
+        "<?php $f = explode(' ', file_get_contents('/proc/self/stat')); echo posix_geteuid(), ' ', $f[18];",
+        0o644,
+    );
+    let setup = setup.vhost(
+        VHost::new("nice.test")
+            .line(format!("DocumentRoot {}", d.display()))
+            .line(format!(
+                "<Directory {}>\n    NiceValue 10\n  </Directory>",
+                d.display()
+            )),
+    );
+    let srv = setup.start();
+    assert_eq!(srv.get("nice.test", "/stat.php").body, "33 10");
+}
+
+#[test]
+fn a_crashing_php_page_is_logged_and_the_server_keeps_serving() {
+    let setup = Setup::new();
+    let d = setup.dir.join("docs");
+    write(
+        &d.join("crash.php"),
+        "<?php posix_kill(posix_getpid(), SIGSEGV); sleep(1);",
+        0o644,
+    );
+    write(&d.join("ok.txt"), "ok", 0o644);
+    let srv = setup.start();
+    let _ = srv.try_get("localhost", "/crash.php");
+    assert_eq!(srv.get("localhost", "/ok.txt").body, "ok");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        srv.error_log().contains("was killed by signal 11"),
+        "{}",
+        srv.error_log()
+    );
+}
+
+#[test]
+fn unique_id_stays_unique_across_connections() {
+    let setup = Setup::new().global("StartServers 1\nMinSpareServers 1\nMaxSpareServers 1");
+    write(
+        &setup.dir.join("docs/uid.php"),
+        "<?php echo $_SERVER['UNIQUE_ID'];",
+        0o644,
+    );
+    let srv = setup.start();
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..200 {
+        let id = srv.get("localhost", "/uid.php").body;
+        assert!(!id.is_empty());
+        assert!(seen.insert(id.clone()), "duplicate UNIQUE_ID {id}");
+    }
+}

@@ -1,0 +1,157 @@
+//! The prefork process model, against a real httpd with the built module.
+
+mod harness;
+use harness::*;
+use std::time::Duration;
+
+#[test]
+fn serves_static_and_php_and_reports_itk() {
+    let setup = Setup::new();
+    write(&setup.dir.join("docs/hello.txt"), "hello world\n", 0o644);
+    write(&setup.dir.join("docs/sum.php"), "<?php echo 6 * 7;", 0o644);
+    let conf = setup.conf_path();
+    let srv = setup.start();
+    let r = srv.get("localhost", "/hello.txt");
+    assert_eq!((r.status, r.body.as_str()), (200, "hello world\n"));
+    let r = srv.get("localhost", "/sum.php");
+    assert_eq!((r.status, r.body.as_str()), (200, "42"));
+    assert!(r.headers["server"].contains("mpm-itk/"), "{:?}", r.headers);
+    let out = std::process::Command::new("/usr/sbin/apache2")
+        .args(["-V", "-f", conf.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let v = String::from_utf8_lossy(&out.stdout);
+    assert!(v.contains("Server MPM:     itk"), "{v}");
+    assert!(v.contains("threaded:     no"), "{v}");
+    assert!(
+        v.contains("forked:     yes (variable process count)"),
+        "{v}"
+    );
+    let st = srv.get("localhost", "/server-status?auto");
+    assert!(st.body.contains("ServerMPM: itk"), "{}", st.body);
+    assert!(st.body.contains("IdleWorkers:"), "{}", st.body);
+    assert!(st.body.contains("Scoreboard:"), "{}", st.body);
+}
+
+#[test]
+fn a_second_mpm_is_refused_by_config_test() {
+    let mut setup = Setup::new();
+    setup.load_prefork_too = true;
+    let (ok, out) = setup.config_test();
+    assert!(!ok, "apache2 -t accepted two MPMs: {out}");
+    assert!(out.contains("More than one MPM loaded"), "{out}");
+    let _ = std::fs::remove_dir_all(&setup.dir);
+}
+
+#[test]
+fn graceful_restarts_under_load_answer_every_request() {
+    let setup = Setup::new();
+    write(&setup.dir.join("docs/a.txt"), "a\n", 0o644);
+    let srv = setup.start();
+    let port = srv.port();
+    let loader = std::thread::spawn(move || load(port, "localhost", "/a.txt", 8, 250));
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_millis(700));
+        srv.signal(libc::SIGUSR1);
+    }
+    let (counts, errors) = loader.join().unwrap();
+    assert_eq!(errors, 0, "{counts:?}\n{}", srv.error_log());
+    assert_eq!(counts.get(&200), Some(&2000), "{counts:?}");
+    assert_eq!(
+        srv.error_log()
+            .matches("Graceful restart requested")
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn graceful_stop_lets_a_slow_request_finish() {
+    let setup = Setup::new();
+    write(
+        &setup.dir.join("docs/slow.php"),
+        "<?php sleep(3); echo 'done';",
+        0o644,
+    );
+    let mut srv = setup.start();
+    let port = srv.port();
+    let slow = std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        use std::io::Write;
+        write!(
+            s,
+            "GET /slow.php HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        read_response(&mut s)
+    });
+    std::thread::sleep(Duration::from_millis(800));
+    srv.signal(libc::SIGWINCH);
+    let r = slow.join().unwrap().expect("slow request");
+    assert_eq!((r.status, r.body.as_str()), (200, "done"));
+    assert!(srv.wait_exit(15), "server did not exit after graceful stop");
+    assert!(srv.error_log().contains("shutting down gracefully"));
+}
+
+#[test]
+fn killed_worker_is_logged_and_replaced() {
+    let setup = Setup::new();
+    write(&setup.dir.join("docs/a.txt"), "a\n", 0o644);
+    let srv = setup.start();
+    std::thread::sleep(Duration::from_millis(500));
+    let before = srv.worker_pids();
+    assert!(before.len() >= 2, "{before:?}");
+    let victim = before[0];
+    // SAFETY: a worker of our test server.
+    unsafe { libc::kill(victim, libc::SIGKILL) };
+    let mut replaced = false;
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = srv.worker_pids();
+        if !now.contains(&victim) && now.len() >= 2 {
+            replaced = true;
+            break;
+        }
+    }
+    assert!(replaced, "no replacement worker: {:?}", srv.worker_pids());
+    assert!(
+        srv.error_log()
+            .contains(&format!("worker pid {victim} (slot")),
+        "{}",
+        srv.error_log()
+    );
+    assert_eq!(srv.get("localhost", "/a.txt").status, 200);
+}
+
+#[test]
+fn max_connections_per_child_recycles_workers() {
+    let setup = Setup::new().global("MaxConnectionsPerChild 10");
+    write(&setup.dir.join("docs/a.txt"), "a\n", 0o644);
+    let srv = setup.start();
+    let first = srv.worker_pids();
+    let (counts, errors) = load(srv.port(), "localhost", "/a.txt", 2, 50);
+    assert_eq!((errors, counts.get(&200)), (0, Some(&100)), "{counts:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    let now = srv.worker_pids();
+    assert!(
+        now.iter().all(|p| !first.contains(p)),
+        "workers not recycled: {first:?} -> {now:?}"
+    );
+}
+
+#[test]
+fn stop_leaves_nothing_behind() {
+    let setup = Setup::new();
+    let pidfile = setup.dir.join("run/httpd.pid");
+    let mut srv = setup.start();
+    assert!(pidfile.exists());
+    let port = srv.port();
+    srv.stop();
+    assert!(srv.our_processes().is_empty(), "{:?}", srv.our_processes());
+    assert!(!pidfile.exists(), "pid file left behind");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "port still open"
+    );
+}
