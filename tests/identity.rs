@@ -47,14 +47,12 @@ fn each_vhost_runs_as_its_user_with_its_groups() {
         ),
         0o644,
     );
+    let docs = setup.dir.join("docs");
     let cgi =
         "<Directory /tmp>\n    Options +ExecCGI\n    AddHandler cgi-script .cgi\n  </Directory>";
     let setup = setup
         .global(cgi)
-        .vhost(
-            VHost::new("default.test")
-                .line(format!("DocumentRoot {}", setup.dir.join("docs").display())),
-        )
+        .vhost(VHost::new("default.test").line(format!("DocumentRoot {}", docs.display())))
         .vhost(
             VHost::new("alice.test")
                 .line(format!("DocumentRoot {}", da.display()))
@@ -148,18 +146,30 @@ fn after_the_switch_no_capability_and_no_listener_is_left() {
         .filter_map(|l| l.split_whitespace().nth(9).map(|i| format!("socket:[{i}]")))
         .collect();
     let fds = srv.get("alice.test", "/fds.php").body;
+    // Pipes the test process itself holds (cargo's jobserver) reach httpd
+    // from outside; any other pipe would be one of httpd's.
+    let inherited: Vec<String> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|p| p.display().to_string())
+        .collect();
     for l in fds.lines() {
         assert!(
             !listen.contains(&l.to_string()),
             "listening socket {l} open in the PHP process: {fds}"
         );
         assert!(
-            !l.starts_with("pipe:"),
+            !l.starts_with("pipe:") || inherited.contains(&l.to_string()),
             "pipe (pipe of death?) open in the PHP process: {fds}"
         );
         assert!(
             !l.contains("/run/"),
             "runtime file (accept mutex?) open in the PHP process: {fds}"
+        );
+        assert!(
+            !l.contains("eventpoll"),
+            "the worker's pollset is open in the PHP process: {fds}"
         );
     }
 }
@@ -308,7 +318,7 @@ fn a_crashing_php_page_is_logged_and_the_server_keeps_serving() {
     let d = setup.dir.join("docs");
     write(
         &d.join("crash.php"),
-        "<?php posix_kill(posix_getpid(), SIGSEGV); sleep(1);",
+        "<?php posix_kill(posix_getpid(), 11); sleep(1);",
         0o644,
     );
     write(&d.join("ok.txt"), "ok", 0o644);

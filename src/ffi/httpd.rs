@@ -1053,6 +1053,10 @@ impl Worker {
     /// death, the accept mutex) before a byte of the request is read.
     pub fn close_inherited_descriptors(&self) {
         close_inherited_descriptors_of(self.bucket);
+        // The worker's epoll instance still watches the listeners.
+        // SAFETY: the pollset belongs to this process's copy of pchild and
+        // is never used again here.
+        unsafe { sys::apr_pollset_destroy(self.pollset) };
     }
 
     /// Runs the connection (create_connection, process_connection,
