@@ -349,3 +349,45 @@ fn unique_id_stays_unique_across_connections() {
         assert!(seen.insert(id.clone()), "duplicate UNIQUE_ID {id}");
     }
 }
+
+#[test]
+fn max_clients_vhost_keeps_serving_up_to_the_limit_under_load() {
+    let setup = Setup::new()
+        .global("StartServers 8\nMinSpareServers 8\nMaxSpareServers 16\nMaxRequestWorkers 32");
+    let d = setup.docroot("l");
+    write(&d.join("fast.txt"), "fast", 0o644);
+    let setup = setup.vhost(
+        VHost::new("limited.test")
+            .line(format!("DocumentRoot {}", d.display()))
+            .line("MaxClientsVHost 4"),
+    );
+    let srv = setup.start();
+    std::thread::sleep(Duration::from_millis(500));
+    let port = srv.port();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let clients: Vec<_> = (0..16)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut total = std::collections::HashMap::new();
+                // bounded: at most 10 s and 5000 requests per client
+                for _ in 0..5000 {
+                    if std::time::Instant::now() >= deadline {
+                        break;
+                    }
+                    for (k, v) in load(port, "limited.test", "/fast.txt", 1, 1).0 {
+                        *total.entry(k).or_insert(0usize) += v;
+                    }
+                }
+                total
+            })
+        })
+        .collect();
+    let (mut ok, mut busy) = (0usize, 0usize);
+    for c in clients {
+        let t = c.join().unwrap();
+        ok += t.get(&200).copied().unwrap_or(0);
+        busy += t.get(&503).copied().unwrap_or(0);
+    }
+    let share = ok as f64 / (ok + busy).max(1) as f64;
+    assert!(ok > 0 && share >= 0.2, "200: {ok}, 503: {busy}");
+}

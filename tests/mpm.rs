@@ -155,3 +155,38 @@ fn stop_leaves_nothing_behind() {
         "port still open"
     );
 }
+
+#[test]
+fn idle_workers_converge_into_the_spare_range_after_a_burst() {
+    let setup = Setup::new()
+        .global("StartServers 2\nMinSpareServers 2\nMaxSpareServers 4\nExtendedStatus On");
+    write(
+        &setup.dir.join("docs/slow.php"),
+        "<?php usleep(700000); echo 'ok';",
+        0o644,
+    );
+    let srv = setup.start();
+    let (counts, errors) = load(srv.port(), "localhost", "/slow.php", 12, 3);
+    assert_eq!((errors, counts.get(&200)), (0, Some(&36)), "{counts:?}");
+    let idle = |srv: &Server| -> usize {
+        let st = srv.get("localhost", "/server-status?auto").body;
+        st.lines()
+            .find_map(|l| l.strip_prefix("IdleWorkers: "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(usize::MAX)
+    };
+    let peak = srv.worker_pids().len();
+    assert!(
+        peak > 4,
+        "the burst should have grown the pool beyond MaxSpareServers: {peak}"
+    );
+    let mut last = usize::MAX;
+    for _ in 0..60 {
+        last = idle(&srv);
+        if (2..=4).contains(&last) && srv.worker_pids().len() <= 5 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!((2..=4).contains(&last), "IdleWorkers {last} not in [2, 4]");
+}
