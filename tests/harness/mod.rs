@@ -576,3 +576,185 @@ pub fn chown(path: &Path, uid: u32, gid: u32) {
 
 /// PHP that prints the process identity as `uid euid gid egid | groups`.
 pub const WHOAMI_PHP: &str = "<?php $g = posix_getgroups(); sort($g); echo posix_getuid(), ' ', posix_geteuid(), ' ', posix_getgid(), ' ', posix_getegid(), ' | ', implode(',', $g);";
+
+/// A free id in `range` (no user and no group has it yet), starting at a
+/// point that depends on the process and a counter so that parallel tests
+/// rarely race for the same one (useradd/groupadd refuse a taken id anyway).
+fn free_id_candidates(range: std::ops::RangeInclusive<u32>) -> impl Iterator<Item = u32> {
+    let (lo, hi) = (*range.start(), *range.end());
+    let len = hi - lo + 1;
+    let start = (std::process::id().wrapping_mul(7919)
+        + SEQ.fetch_add(1, Ordering::SeqCst) as u32 * 104_729)
+        % len;
+    (0..len).map(move |i| lo + (start + i) % len).filter(|id| {
+        nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(*id))
+            .ok()
+            .flatten()
+            .is_none()
+            && nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(*id))
+                .ok()
+                .flatten()
+                .is_none()
+    })
+}
+
+impl TestUser {
+    /// A user whose uid and primary gid are the same free number in `range`
+    /// (for LimitUIDRange / LimitGIDRange tests).
+    pub fn create_in(range: std::ops::RangeInclusive<u32>) -> TestUser {
+        let _g = USERDB.lock().unwrap_or_else(|e| e.into_inner());
+        let name = unique("itk");
+        for id in free_id_candidates(range.clone()).take(50) {
+            let ids = id.to_string();
+            if !run("groupadd", &["-g", &ids, &name]).0 {
+                continue;
+            }
+            let (ok, _) = run(
+                "useradd",
+                &[
+                    "--no-create-home",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    "-u",
+                    &ids,
+                    "-g",
+                    &ids,
+                    &name,
+                ],
+            );
+            if ok {
+                return TestUser {
+                    name,
+                    uid: id,
+                    gid: id,
+                    extra_group: None,
+                };
+            }
+            run("groupdel", &[&name]);
+        }
+        panic!("no free uid/gid in {range:?} for a test user");
+    }
+
+    /// Makes the user a member of `g` (before the server reads its groups).
+    pub fn join(&self, g: &TestGroup) {
+        let _g = USERDB.lock().unwrap_or_else(|e| e.into_inner());
+        let (ok, out) = run("usermod", &["-aG", &g.name, &self.name]);
+        assert!(ok, "usermod -aG {} {}: {out}", g.name, self.name);
+    }
+}
+
+/// A group with a chosen gid range; removed on drop.
+pub struct TestGroup {
+    pub name: String,
+    pub gid: u32,
+}
+
+impl TestGroup {
+    pub fn create_in(range: std::ops::RangeInclusive<u32>) -> TestGroup {
+        let _g = USERDB.lock().unwrap_or_else(|e| e.into_inner());
+        let name = unique("itkg");
+        for id in free_id_candidates(range.clone()).take(50) {
+            if run("groupadd", &["-g", &id.to_string(), &name]).0 {
+                return TestGroup { name, gid: id };
+            }
+        }
+        panic!("no free gid in {range:?} for a test group");
+    }
+}
+
+impl Drop for TestGroup {
+    fn drop(&mut self) {
+        let _g = USERDB.lock().unwrap_or_else(|e| e.into_inner());
+        run("groupdel", &[&self.name]);
+    }
+}
+
+/// `/proc/<pid>/status`, empty if the process is gone.
+pub fn proc_status(pid: i32) -> String {
+    fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default()
+}
+
+/// The value of `field` in a `/proc/<pid>/status` text, whitespace
+/// collapsed to single spaces ("Uid:\t33\t33\t33\t33" gives "33 33 33 33").
+pub fn status_field(status: &str, field: &str) -> Option<String> {
+    status.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        (k == field).then(|| v.split_whitespace().collect::<Vec<_>>().join(" "))
+    })
+}
+
+/// How a server that should refuse to start ended.
+#[derive(Debug)]
+pub struct FailedStart {
+    /// The exit status, None if it was still running after the wait.
+    pub status: Option<std::process::ExitStatus>,
+    /// Whether it answered an HTTP request while we waited.
+    pub answered: bool,
+    pub stderr: String,
+    pub error_log: String,
+    /// Processes of this configuration still alive after the parent exited
+    /// (killed afterwards).
+    pub leftovers: Vec<i32>,
+}
+
+impl Setup {
+    /// Starts httpd in the foreground with `pre_exec` run in the child just
+    /// before exec (to take seccomp or capabilities away), waits up to
+    /// `secs` for it to exit, then kills whatever is left and removes the
+    /// test directory.
+    ///
+    /// # Safety
+    /// `pre_exec` runs between fork and exec: it must only make
+    /// async-signal-safe calls (see `CommandExt::pre_exec`).
+    pub unsafe fn start_expecting_failure<F>(self, secs: u64, pre_exec: F) -> FailedStart
+    where
+        F: FnMut() -> std::io::Result<()> + Send + Sync + 'static,
+    {
+        self.write_conf();
+        let stderr_path = self.dir.join("logs/stderr");
+        let stderr = fs::File::create(&stderr_path).unwrap();
+        let mut cmd = Command::new("/usr/sbin/apache2");
+        cmd.args(["-f", self.conf_path().to_str().unwrap(), "-DFOREGROUND"])
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("LANG", "C")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .process_group(0);
+        // SAFETY: the caller guarantees that `pre_exec` is fork-safe.
+        unsafe { cmd.pre_exec(pre_exec) };
+        let child = cmd.spawn().expect("spawn apache2");
+        let mut srv = Server {
+            setup: self,
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let mut answered = false;
+        let mut status = None;
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(st))) = srv.child.as_mut().map(|c| c.try_wait()) {
+                status = Some(st);
+                break;
+            }
+            if !answered {
+                answered = srv.try_get("localhost", "/").is_ok_and(|r| r.status > 0);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if status.is_some() {
+            // the parent is gone: give its workers a moment to notice
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let leftovers = srv.our_processes();
+        let out = FailedStart {
+            status,
+            answered,
+            stderr: fs::read_to_string(&stderr_path).unwrap_or_default(),
+            error_log: srv.error_log(),
+            leftovers,
+        };
+        drop(srv); // kills what is left, removes the directory
+        out
+    }
+}
