@@ -325,3 +325,114 @@ fn php_has_no_way_back_after_the_switch() {
         assert_eq!(srv.get("bob.test", "/").body, "bob");
     }
 }
+
+/// LimitUIDRange at request time: an expression naming a uid outside the
+/// range (by name or as `#uid`) gives a 500 and a log line naming the
+/// range; a uid inside it is served as that user; vhosts without an
+/// identity still run as `User` (33), which is always allowed. (A static
+/// AssignUserID outside the range failing `-t` is in bad_config.rs.) The
+/// directive takes its raw argument, as in the C module: quotes would be
+/// part of the user name.
+#[test]
+fn limit_uid_range_applies_to_expressions() {
+    let inside = TestUser::create_in(3000..=4000);
+    let outside = TestUser::create_in(2000..=2999);
+    let setup = Setup::new().global("LimitUIDRange 3000 4000");
+    let d = setup.dir.join("docs");
+    write(&d.join("who.php"), WHOAMI_PHP, 0o644);
+    let docroot = |v: VHost| v.line(format!("DocumentRoot {}", d.display()));
+    let srv = setup
+        .vhost(
+            docroot(VHost::new("expr.test"))
+                .line("SetEnvIf Request_URI \"^/u/([a-z0-9]+)/\" ITKUSER=$1")
+                .line(format!("AliasMatch ^/u/[a-z0-9]+/(.*) {}/$1", d.display()))
+                .line("AssignUserIDExpr %{reqenv:ITKUSER}"),
+        )
+        .vhost(docroot(VHost::new("num2500.test")).line("AssignUserIDExpr #2500"))
+        .vhost(docroot(VHost::new("numin.test")).line(format!("AssignUserIDExpr #{}", inside.uid)))
+        .vhost(docroot(VHost::new("plain.test")))
+        .start();
+
+    let r = srv.get("expr.test", &format!("/u/{}/who.php", inside.name));
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, format!("{0} {0} 33 33 | 33", inside.uid).as_str()),
+        "expression naming a user inside the range"
+    );
+    let r = srv.get("numin.test", "/who.php");
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, format!("{0} {0} 33 33 | 33", inside.uid).as_str()),
+        "#uid inside the range: {}",
+        srv.error_log()
+    );
+    assert!(
+        srv.get("plain.test", "/who.php")
+            .body
+            .starts_with("33 33 33 33"),
+        "User is allowed outside LimitUIDRange"
+    );
+
+    let r = srv.get("expr.test", &format!("/u/{}/who.php", outside.name));
+    assert_eq!(r.status, 500, "{}", r.body);
+    let r = srv.get("num2500.test", "/who.php");
+    assert_eq!(r.status, 500, "{}", r.body);
+    let log = srv.error_log();
+    for uid in [outside.uid, 2500] {
+        assert!(
+            log.lines().any(|l| l.contains("cannot switch identity")
+                && l.contains(&format!("uid {uid} is not allowed"))
+                && l.contains("LimitUIDRange")),
+            "no log line for uid {uid} naming LimitUIDRange:\n{log}"
+        );
+    }
+}
+
+/// LimitGIDRange and supplementary groups: a group of the target user
+/// outside the range is left out (and logged), one inside is kept.
+#[test]
+fn limit_gid_range_leaves_out_supplementary_groups_outside_it() {
+    let user = TestUser::create_in(3000..=4000);
+    let kept = TestGroup::create_in(3000..=4000);
+    let dropped = TestGroup::create_in(2000..=2999);
+    user.join(&kept);
+    user.join(&dropped);
+    assert!(
+        user.groups().contains(&dropped.gid),
+        "the user is a member of {}",
+        dropped.gid
+    );
+    let setup = Setup::new()
+        .global("LimitUIDRange 3000 4000")
+        .global("LimitGIDRange 3000 4000");
+    let d = setup.docroot("u");
+    write(&d.join("who.php"), WHOAMI_PHP, 0o644);
+    let srv = setup
+        .vhost(
+            VHost::new("user.test")
+                .line(format!("DocumentRoot {}", d.display()))
+                .line(format!("AssignUserID {0} {0}", user.name)),
+        )
+        .start();
+    let mut groups = vec![user.gid, kept.gid];
+    groups.sort();
+    let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+    let r = srv.get("user.test", "/who.php");
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (
+            200,
+            format!("{0} {0} {0} {0} | {1}", user.uid, groups.join(",")).as_str()
+        ),
+        "{}",
+        srv.error_log()
+    );
+    let log = srv.error_log();
+    assert!(
+        log.lines().any(|l| l.contains(&format!(
+            "user {} (uid {}) keeps no supplementary groups [{}]: outside LimitGIDRange",
+            user.name, user.uid, dropped.gid
+        ))),
+        "{log}"
+    );
+}

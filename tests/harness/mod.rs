@@ -583,8 +583,10 @@ pub const WHOAMI_PHP: &str = "<?php $g = posix_getgroups(); sort($g); echo posix
 fn free_id_candidates(range: std::ops::RangeInclusive<u32>) -> impl Iterator<Item = u32> {
     let (lo, hi) = (*range.start(), *range.end());
     let len = hi - lo + 1;
-    let start = (std::process::id().wrapping_mul(7919)
-        + SEQ.fetch_add(1, Ordering::SeqCst) as u32 * 104_729)
+    let seq = SEQ.fetch_add(1, Ordering::SeqCst) as u32;
+    let start = std::process::id()
+        .wrapping_mul(7919)
+        .wrapping_add(seq.wrapping_mul(104_729))
         % len;
     (0..len).map(move |i| lo + (start + i) % len).filter(|id| {
         nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(*id))
