@@ -161,6 +161,9 @@ pub fn post_config(pconf: Pool, s: Server) -> i32 {
         );
         return HTTP_INTERNAL_SERVER_ERROR;
     }
+    // mod_log_config flushes BufferedLogs in a pchild cleanup: only then
+    // do connection children pay for destroying pchild at exit.
+    httpd::set_full_child_exit(httpd::config_flag_on("BufferedLogs"));
     let slots = crate::config::state().tuning.server_limit.max(1) as usize;
     if let Some(r) = Retained::get() {
         if r.vhost_table(slots).is_none() {

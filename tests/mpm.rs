@@ -190,3 +190,60 @@ fn idle_workers_converge_into_the_spare_range_after_a_burst() {
     }
     assert!((2..=4).contains(&last), "IdleWorkers {last} not in [2, 4]");
 }
+
+/// Connection children end with `_exit` unless `BufferedLogs On` needs
+/// pchild's cleanup to flush the access log: either way every request of
+/// every connection is logged while the server runs, PHP included.
+#[test]
+fn every_connection_is_logged_with_and_without_buffered_logs() {
+    for buffered in [false, true] {
+        let mut setup = Setup::new();
+        let log = setup.dir.join("logs/access.log");
+        setup = setup
+            .global("LogFormat \"%>s %U%q\" itk")
+            .global(format!("CustomLog {} itk", log.display()))
+            .global(format!(
+                "BufferedLogs {}",
+                if buffered { "On" } else { "Off" }
+            ));
+        write(&setup.dir.join("docs/a.txt"), "a\n", 0o644);
+        write(&setup.dir.join("docs/p.php"), "<?php echo 'p';", 0o644);
+        let srv = setup.start();
+        let before = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .count();
+        let n = 30;
+        for i in 0..n {
+            let path = if i % 2 == 0 { "/a.txt" } else { "/p.php" };
+            let r = srv.get("localhost", &format!("{path}?n={i}"));
+            assert_eq!(r.status, 200, "{}", srv.error_log());
+        }
+        // The last connection child may still be on its way out.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let lines = loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<String> = text
+                .lines()
+                .skip(before)
+                .filter(|l| l.contains("?n="))
+                .map(str::to_owned)
+                .collect();
+            if lines.len() >= n || std::time::Instant::now() > deadline {
+                break lines;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut seen: Vec<usize> = lines
+            .iter()
+            .filter_map(|l| l.rsplit("?n=").next()?.parse().ok())
+            .collect();
+        seen.sort();
+        assert_eq!(
+            seen,
+            (0..n).collect::<Vec<_>>(),
+            "BufferedLogs {buffered}: access log lines {lines:?}"
+        );
+        assert!(lines.iter().all(|l| l.starts_with("200 ")), "{lines:?}");
+    }
+}

@@ -1157,9 +1157,25 @@ unsafe fn close_mutex_descriptor(m: *mut sys::apr_proc_mutex_t) {
 /// The worker's pchild (in a connection child: its copy).
 static PCHILD: AtomicPtr<sys::apr_pool_t> = AtomicPtr::new(ptr::null_mut());
 
-/// Ends a connection child: child_stopping hooks, then pchild's cleanups
-/// (child_init registered them there: buffered logs are flushed, modules
-/// shut down), then exit.
+/// Whether connection children end through pchild's cleanups (see
+/// [`connection_child_exit`]); decided at post_config.
+static FULL_CHILD_EXIT: AtomicBool = AtomicBool::new(false);
+
+pub fn set_full_child_exit(on: bool) {
+    FULL_CHILD_EXIT.store(on, Ordering::Relaxed);
+}
+
+/// Ends a connection child, after its lingering close (SPEC §3.4).
+///
+/// The child_stopping hooks run first. Then, by default, `_exit`: the
+/// kernel frees the memory and closes the descriptors. Destroying pchild
+/// instead would run every cleanup that modules registered in child_init,
+/// and for the common case they only free memory that is about to vanish:
+/// mod_php's is a full engine shutdown that unloads every extension with
+/// dlclose, which made up two thirds of a connection's CPU time
+/// (bench/README.md). The one cleanup that matters is mod_log_config's
+/// flush of `BufferedLogs On`: with it configured, pchild is destroyed as
+/// prefork's clean_child_exit does.
 pub fn connection_child_exit(code: i32) -> ! {
     let pchild = PCHILD.swap(ptr::null_mut(), Ordering::Relaxed);
     if !pchild.is_null() {
@@ -1167,10 +1183,47 @@ pub fn connection_child_exit(code: i32) -> ! {
         // runs after its destruction but exit.
         unsafe {
             sys::ap_run_child_stopping(pchild, 0);
-            sys::apr_pool_destroy(pchild);
+            if FULL_CHILD_EXIT.load(Ordering::Relaxed) {
+                sys::apr_pool_destroy(pchild);
+            }
         }
     }
-    std::process::exit(code)
+    // SAFETY: _exit ends the process at once; the connection is closed and
+    // every log line was written (unbuffered, or flushed above).
+    unsafe { libc::_exit(code) }
+}
+
+/// Is the global directive `name` given with the argument `On` anywhere in
+/// the configuration tree (inside `<IfModule>` and friends too)? For
+/// directives of other modules whose state we cannot query, such as
+/// mod_log_config's BufferedLogs.
+pub fn config_flag_on(name: &str) -> bool {
+    fn walk(mut d: *const sys::ap_directive_t, name: &str) -> bool {
+        while !d.is_null() {
+            // SAFETY: the tree lives in pconf for the whole generation;
+            // its strings are NUL-terminated or null.
+            let (directive, args, child, next) = unsafe {
+                let n = &*d;
+                (
+                    super::c_to_string(n.directive),
+                    super::c_to_string(n.args),
+                    n.first_child as *const sys::ap_directive_t,
+                    n.next as *const sys::ap_directive_t,
+                )
+            };
+            if directive.eq_ignore_ascii_case(name) && args.trim().eq_ignore_ascii_case("on") {
+                return true;
+            }
+            if walk(child, name) {
+                return true;
+            }
+            d = next;
+        }
+        false
+    }
+    // SAFETY: read once, at post_config, in the parent (single-threaded).
+    let root = unsafe { sys::ap_conftree } as *const sys::ap_directive_t;
+    walk(root, name)
 }
 
 /// Did `stat`/`open` fail with EACCES? (re-export for the ITK hooks)

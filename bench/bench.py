@@ -1,0 +1,582 @@
+#!/usr/bin/python3
+"""Side-by-side benchmark of mpm-itk in Rust, the C mpm-itk and prefork.
+
+Started by bench/run (which installs what is needed and builds the module).
+Three httpd instances run at once on 127.0.0.1, each on its own port, with
+the same httpd binary, the same modules (mod_php included), the same three
+vhosts owned by three users and the same prefork-style tuning:
+
+  rust     this module (LoadModule mpm_itk_module target/release/...)
+  c-itk    Debian's prefork + libapache2-mpm-itk
+  prefork  stock prefork, no AssignUserID (the ceiling)
+
+Every row of the table (workload x keep-alive x connections) is measured
+interleaved (rust, c-itk, prefork, rust, c-itk, prefork, ...) and the
+median of the runs is reported. Only the idle setups' sleeping processes
+share the machine with the one under load.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import pwd
+import grp
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+MODULES = "/usr/lib/apache2/modules"
+HERE = os.path.dirname(os.path.abspath(__file__))
+USERS = ["itkbench-a", "itkbench-b", "itkbench-c"]
+VHOSTS = ["a.bench.test", "b.bench.test", "c.bench.test"]
+SETUPS = ["rust", "c-itk", "prefork"]
+
+WORKLOADS = {
+    "1k": ("/1k.html", "1 KiB static"),
+    "100k": ("/100k.html", "100 KiB static"),
+    "php": ("/page.php", "PHP page"),
+}
+
+PHP_PAGE = """<?php
+$items = [];
+for ($i = 0; $i < 50; $i++) { $items[] = "item " . $i; }
+?><!DOCTYPE html>
+<html><head><title>bench</title></head><body>
+<p>Served by uid <?= posix_geteuid() ?> (<?= htmlspecialchars($_SERVER['SERVER_NAME']) ?>)</p>
+<ul><?php foreach ($items as $it) { echo "<li>", htmlspecialchars($it), "</li>\\n"; } ?></ul>
+</body></html>
+"""
+
+# Per-thread Host header (each wrk thread's connections talk to one vhost,
+# as browsers do), and a JSON summary on stdout at the end.
+WRK_LUA = r"""
+local counter = 0
+local threads = {}
+function setup(thread)
+  counter = counter + 1
+  thread:set("vhost", VHOSTS[(counter - 1) % #VHOSTS + 1])
+  table.insert(threads, thread)
+end
+function init(args)
+  wrk.headers["Host"] = vhost
+  if os.getenv("ITK_BENCH_CLOSE") == "1" then
+    wrk.headers["Connection"] = "close"
+  end
+end
+function done(summary, latency, requests)
+  io.write(string.format(
+    '{"requests":%d,"duration_us":%d,"bytes":%d,"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d,"p50_us":%d,"p99_us":%d}\n',
+    summary.requests, summary.duration, summary.bytes,
+    summary.errors.connect, summary.errors.read, summary.errors.write,
+    summary.errors.status, summary.errors.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def php_module():
+    for name in sorted(os.listdir(MODULES), reverse=True):
+        if name.startswith("libphp") and name.endswith(".so"):
+            return os.path.join(MODULES, name)
+    sys.exit("bench: no mod_php in %s (install libapache2-mod-php)" % MODULES)
+
+
+class Users:
+    """Three system users for the three vhosts; removed at the end."""
+
+    def __init__(self):
+        self.created = []
+        for u in USERS:
+            try:
+                pwd.getpwnam(u)
+            except KeyError:
+                subprocess.run(
+                    ["useradd", "--system", "--no-create-home", "--user-group",
+                     "--shell", "/usr/sbin/nologin", "--comment", "mpm-itk bench", u],
+                    check=True)
+                self.created.append(u)
+
+    def ids(self, u):
+        p = pwd.getpwnam(u)
+        return p.pw_uid, p.pw_gid
+
+    def remove(self):
+        for u in self.created:
+            subprocess.run(["userdel", u], check=False)
+            try:
+                grp.getgrnam(u)
+                subprocess.run(["groupdel", u], check=False)
+            except KeyError:
+                pass
+
+
+class Httpd:
+    def __init__(self, name, workdir, module, users, tuning):
+        self.name = name
+        self.dir = os.path.join(workdir, name)
+        self.port = free_port()
+        self.proc = None
+        self.cgroup = None
+        for sub in ("logs", "run"):
+            os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
+        self.conf = os.path.join(self.dir, "httpd.conf")
+        with open(self.conf, "w") as f:
+            f.write(self.config(workdir, module, users, tuning))
+
+    def config(self, workdir, module, users, tuning):
+        d = self.dir
+        c = [
+            "ServerRoot %s" % d,
+            "ServerName localhost",
+            "Listen 127.0.0.1:%d" % self.port,
+            "PidFile %s/run/httpd.pid" % d,
+            "DefaultRuntimeDir %s/run" % d,
+            "Mutex file:%s/run default" % d,
+            "ErrorLog %s/logs/error.log" % d,
+            "LogLevel warn",
+        ]
+        if self.name == "rust":
+            c.append("LoadModule mpm_itk_module %s" % module)
+        else:
+            c.append("LoadModule mpm_prefork_module %s/mod_mpm_prefork.so" % MODULES)
+        if self.name == "c-itk":
+            c.append("LoadModule mpm_itk_module %s/mpm_itk.so" % MODULES)
+        for m in ("authz_core", "authz_host", "mime", "dir", "alias", "setenvif", "status"):
+            c.append("LoadModule %s_module %s/mod_%s.so" % (m, MODULES, m))
+        c += [
+            "LoadModule php_module %s" % php_module(),
+            "TypesConfig /etc/mime.types",
+            "User www-data",
+            "Group www-data",
+            # Debian's mpm_prefork.conf and apache2.conf defaults.
+            "StartServers %d" % tuning["start"],
+            "MinSpareServers %d" % tuning["min_spare"],
+            "MaxSpareServers %d" % tuning["max_spare"],
+            "MaxRequestWorkers %d" % tuning["max_workers"],
+            "MaxConnectionsPerChild 0",
+            "Timeout 300",
+            "KeepAlive On",
+            "MaxKeepAliveRequests 100",
+            "KeepAliveTimeout 5",
+            'LogFormat "%v:%p %h %l %u %t \\"%r\\" %>s %O" vhost_combined',
+            "CustomLog %s/logs/access.log vhost_combined" % d,
+            "DirectoryIndex index.html",
+            "<FilesMatch \\.php$>",
+            "  SetHandler application/x-httpd-php",
+            "</FilesMatch>",
+            "<Directory %s>" % workdir,
+            "  Require all granted",
+            "  AllowOverride None",
+            "</Directory>",
+            "DocumentRoot %s/docroot-%s" % (workdir, USERS[0]),
+        ]
+        for u, v in zip(USERS, VHOSTS):
+            c += [
+                "<VirtualHost 127.0.0.1:%d>" % self.port,
+                "  ServerName %s" % v,
+                "  DocumentRoot %s/docroot-%s" % (workdir, u),
+            ]
+            if self.name != "prefork":
+                c.append("  AssignUserID %s %s" % (u, u))
+            c.append("</VirtualHost>")
+        return "\n".join(c) + "\n"
+
+    def start(self):
+        cg = "/sys/fs/cgroup/cpuacct"
+        if os.path.isdir(cg) and os.access(cg, os.W_OK):
+            self.cgroup = os.path.join(cg, "itk-bench-%d-%s" % (os.getpid(), self.name))
+            os.makedirs(self.cgroup, exist_ok=True)
+        cgroup = self.cgroup
+
+        def enter():
+            os.setpgid(0, 0)
+            if cgroup:
+                with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
+                    f.write(str(os.getpid()))
+
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"}
+        # Experiment switches of the module under study, passed through.
+        env.update({k: v for k, v in os.environ.items() if k.startswith("ITK_EXP_")})
+        self.proc = subprocess.Popen(
+            ["/usr/sbin/apache2", "-f", self.conf, "-DFOREGROUND"],
+            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=open(os.path.join(self.dir, "logs", "stderr"), "w"),
+            preexec_fn=enter)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                sys.exit("bench: %s httpd exited at start:\n%s" % (self.name, self.logs()))
+            try:
+                self.get(VHOSTS[0], "/1k.html")
+                return
+            except OSError:
+                time.sleep(0.1)
+        sys.exit("bench: %s httpd did not answer:\n%s" % (self.name, self.logs()))
+
+    def logs(self):
+        text = ""
+        for name in ("stderr", "error.log"):
+            try:
+                with open(os.path.join(self.dir, "logs", name)) as f:
+                    text += f.read()[-3000:]
+            except OSError:
+                pass
+        return text
+
+    def get(self, host, path):
+        req = urllib.request.Request("http://127.0.0.1:%d%s" % (self.port, path),
+                                     headers={"Host": host})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.read()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        if self.proc:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if self.cgroup:
+            # Stragglers would keep the cgroup busy.
+            for _ in range(50):
+                try:
+                    os.rmdir(self.cgroup)
+                    break
+                except OSError:
+                    time.sleep(0.1)
+
+    def tree(self):
+        """Pids of the httpd parent and all its descendants."""
+        parent = self.proc.pid
+        kids = {}
+        for p in os.listdir("/proc"):
+            if not p.isdigit():
+                continue
+            try:
+                with open("/proc/%s/stat" % p) as f:
+                    s = f.read()
+            except OSError:
+                continue
+            ppid = int(s[s.rindex(")") + 2:].split()[1])
+            kids.setdefault(ppid, []).append(int(p))
+        out, todo = [], [parent]
+        while todo:
+            p = todo.pop()
+            out.append(p)
+            todo.extend(kids.get(p, []))
+        return out
+
+    def cpu_ns(self):
+        """CPU time used by the whole tree so far (cgroup, or /proc sums)."""
+        if self.cgroup:
+            with open(os.path.join(self.cgroup, "cpuacct.usage")) as f:
+                return int(f.read())
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for p in self.tree():
+            try:
+                with open("/proc/%d/stat" % p) as f:
+                    s = f.read()
+            except OSError:
+                continue
+            fields = s[s.rindex(")") + 2:].split()
+            total += sum(int(x) for x in fields[11:15])
+        return total * 1_000_000_000 // tick
+
+    def pss_kib(self):
+        total = 0
+        for p in self.tree():
+            try:
+                with open("/proc/%d/smaps_rollup" % p) as f:
+                    for line in f:
+                        if line.startswith("Pss:"):
+                            total += int(line.split()[1])
+                            break
+            except OSError:
+                continue
+        return total
+
+
+class Sampler(threading.Thread):
+    """Process count of the tree every 0.2 s, PSS a few times per run."""
+
+    def __init__(self, httpd, duration):
+        super().__init__(daemon=True)
+        self.httpd = httpd
+        self.duration = duration
+        self.stop_ev = threading.Event()
+        self.max_procs = 0
+        self.pss = []
+
+    def run(self):
+        start = time.time()
+        pss_at = [start + self.duration * f for f in (0.3, 0.6, 0.9)]
+        while not self.stop_ev.wait(0.2):
+            self.max_procs = max(self.max_procs, len(self.httpd.tree()))
+            if pss_at and time.time() >= pss_at[0]:
+                pss_at.pop(0)
+                self.pss.append(self.httpd.pss_kib())
+
+
+def run_wrk(httpd, path, close, conns, duration, lua):
+    threads = 3 if conns >= 3 else conns
+    env = dict(os.environ, ITK_BENCH_CLOSE="1" if close else "0")
+    sampler = Sampler(httpd, duration)
+    cpu0 = httpd.cpu_ns()
+    sampler.start()
+    r = subprocess.run(
+        ["wrk", "-t%d" % threads, "-c%d" % conns, "-d%ds" % duration, "--timeout", "10s",
+         "--latency", "-s", lua, "http://127.0.0.1:%d%s" % (httpd.port, path)],
+        env=env, capture_output=True, text=True)
+    sampler.stop_ev.set()
+    sampler.join()
+    cpu1 = httpd.cpu_ns()
+    line = [x for x in r.stdout.splitlines() if x.startswith("{")]
+    if r.returncode != 0 or not line:
+        sys.exit("bench: wrk failed against %s:\n%s%s" % (httpd.name, r.stdout, r.stderr))
+    s = json.loads(line[-1])
+    secs = s["duration_us"] / 1e6
+    n = max(s["requests"], 1)
+    return {
+        "rps": s["requests"] / secs,
+        "p50_ms": s["p50_us"] / 1000,
+        "p99_ms": s["p99_us"] / 1000,
+        "errors": s["connect"] + s["read"] + s["write"] + s["status"] + s["timeout"],
+        "cpu_us": (cpu1 - cpu0) / 1000 / n,
+        "procs": sampler.max_procs,
+        "pss_mib": (statistics.median(sampler.pss) / 1024) if sampler.pss else 0.0,
+    }
+
+
+def median_of(runs):
+    keys = runs[0].keys()
+    return {k: statistics.median(r[k] for r in runs) for k in keys}
+
+
+def prepare_docroots(workdir, users):
+    for u in USERS:
+        uid, gid = users.ids(u)
+        d = os.path.join(workdir, "docroot-%s" % u)
+        os.makedirs(d, exist_ok=True)
+        files = {
+            "1k.html": ("x" * 1023) + "\n",
+            "100k.html": ("y" * 1023 + "\n") * 100,
+            "page.php": PHP_PAGE,
+            "index.html": "bench\n",
+        }
+        for name, content in files.items():
+            p = os.path.join(d, name)
+            with open(p, "w") as f:
+                f.write(content)
+            os.chown(p, uid, gid)
+            os.chmod(p, 0o644)
+        os.chown(d, uid, gid)
+        os.chmod(d, 0o755)
+    os.chmod(workdir, 0o755)
+
+
+def fmt_ratio(a, b):
+    return "%.2fx" % (a / b) if b else "n/a"
+
+
+def table(results, rows, meta):
+    out = []
+    out.append("# Benchmark results\n")
+    out.append("Produced by `bench/run%s` on %s. %s\n" % (
+        " --quick" if meta["quick"] else "", meta["date"], meta["machine"]))
+    out.append("Each cell is the median of %d interleaved runs of %d s "
+               "(wrk, %s). Setups: **rust** = this module; **c-itk** = Debian's prefork + "
+               "libapache2-mpm-itk %s; **prefork** = stock prefork without uid switching. "
+               "Same httpd (%s), same modules (mod_php %s), three vhosts under three users "
+               "(prefork: all as www-data), StartServers %d, MinSpare %d, MaxSpare %d, "
+               "MaxRequestWorkers %d, KeepAlive On with MaxKeepAliveRequests 100.\n" % (
+                   meta["runs"], meta["duration"], meta["wrk"], meta["citk"], meta["httpd"],
+                   meta["php"], meta["tuning"]["start"], meta["tuning"]["min_spare"],
+                   meta["tuning"]["max_spare"], meta["tuning"]["max_workers"]))
+    out.append("## Throughput and latency\n")
+    out.append("| workload | conn. | rust req/s | c-itk req/s | prefork req/s "
+               "| **rust/c-itk** | **rust/prefork** | p50 ms rust / c-itk / prefork "
+               "| p99 ms rust / c-itk / prefork | errors rust / c-itk / prefork |")
+    out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for (wl, close, conns) in rows:
+        r = {s: results[(wl, close, conns, s)] for s in SETUPS}
+        name = "%s, %s" % (WORKLOADS[wl][1], "Connection: close" if close else "keep-alive")
+        out.append("| %s | %d | %.0f | %.0f | %.0f | %s | %s | %s | %s | %s |" % (
+            name, conns, r["rust"]["rps"], r["c-itk"]["rps"], r["prefork"]["rps"],
+            fmt_ratio(r["rust"]["rps"], r["c-itk"]["rps"]),
+            fmt_ratio(r["rust"]["rps"], r["prefork"]["rps"]),
+            " / ".join("%.2f" % r[s]["p50_ms"] for s in SETUPS),
+            " / ".join("%.1f" % r[s]["p99_ms"] for s in SETUPS),
+            " / ".join("%d" % r[s]["errors"] for s in SETUPS)))
+    out.append("")
+    out.append("## Resources\n")
+    out.append("CPU: CPU time of the whole httpd tree (parent, workers, connection children) "
+               "per request, from %s. Processes: the largest number of processes in the "
+               "tree, sampled every 0.2 s. PSS: proportional set size of the tree, median "
+               "of three samples during the run.\n" % meta["cpu_source"])
+    out.append("| workload | conn. | CPU µs/req rust / c-itk / prefork | rust/c-itk CPU "
+               "| max processes rust / c-itk / prefork | PSS MiB rust / c-itk / prefork "
+               "| rust/c-itk PSS |")
+    out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for (wl, close, conns) in rows:
+        r = {s: results[(wl, close, conns, s)] for s in SETUPS}
+        name = "%s, %s" % (WORKLOADS[wl][1], "Connection: close" if close else "keep-alive")
+        out.append("| %s | %d | %s | %s | %s | %s | %s |" % (
+            name, conns,
+            " / ".join("%.0f" % r[s]["cpu_us"] for s in SETUPS),
+            fmt_ratio(r["rust"]["cpu_us"], r["c-itk"]["cpu_us"]),
+            " / ".join("%d" % r[s]["procs"] for s in SETUPS),
+            " / ".join("%.0f" % r[s]["pss_mib"] for s in SETUPS),
+            fmt_ratio(r["rust"]["pss_mib"], r["c-itk"]["pss_mib"])))
+    out.append("")
+    return "\n".join(out)
+
+
+def version(cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return "?"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--module", required=True)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--duration", type=int)
+    ap.add_argument("--runs", type=int)
+    ap.add_argument("--out")
+    ap.add_argument("--only", help="comma-separated workloads (1k,100k,php)")
+    ap.add_argument("--conns", help="comma-separated connection counts (default 16,64)")
+    ap.add_argument("--ka", choices=["on", "off", "both"], default="both")
+    ap.add_argument("--serve", action="store_true",
+                    help="start the three setups, print their ports and wait (for profiling)")
+    args = ap.parse_args()
+    args.module = os.path.abspath(args.module)
+    if os.geteuid() != 0:
+        sys.exit("bench: must run as root (starts httpd, creates users)")
+    if not os.path.exists(os.path.join(MODULES, "mpm_itk.so")):
+        sys.exit("bench: the C mpm-itk is missing (apt-get install libapache2-mpm-itk)")
+
+    quick = args.quick
+    duration = args.duration or (2 if quick else 10)
+    runs = args.runs or (1 if quick else 3)
+    workloads = args.only.split(",") if args.only else (["1k", "php"] if quick else list(WORKLOADS))
+    conns_list = [int(c) for c in args.conns.split(",")] if args.conns else ([16] if quick else [16, 64])
+    kas = {"on": [False], "off": [True], "both": [True, False]}[args.ka]
+    rows = [(wl, close, c) for wl in workloads for close in kas for c in conns_list]
+    out_path = args.out or os.path.join(HERE, "RESULTS-quick.md" if quick else "RESULTS.md")
+
+    tuning = {"start": 5, "min_spare": 5, "max_spare": 10, "max_workers": 150}
+    users = Users()
+    workdir = tempfile.mkdtemp(prefix="itk-bench-")
+    servers = []
+    try:
+        prepare_docroots(workdir, users)
+        lua = os.path.join(workdir, "bench.lua")
+        with open(lua, "w") as f:
+            f.write("VHOSTS = {%s}\n" % ", ".join('"%s"' % v for v in VHOSTS) + WRK_LUA)
+        for name in SETUPS:
+            h = Httpd(name, workdir, args.module, users, tuning)
+            h.start()
+            servers.append(h)
+        by_name = {h.name: h for h in servers}
+        # Identity check: the vhost pages report the expected users.
+        for h in servers:
+            body = h.get(VHOSTS[1], "/page.php").decode()
+            want = pwd.getpwnam("www-data" if h.name == "prefork" else USERS[1]).pw_uid
+            if "uid %d " % want not in body:
+                sys.exit("bench: %s served page.php as the wrong user: %s" % (h.name, body[:200]))
+        if args.serve:
+            for h in servers:
+                print("%-8s port %d  parent pid %d  conf %s" % (h.name, h.port, h.proc.pid, h.conf),
+                      flush=True)
+            print("lua script: %s   (Ctrl-C or SIGTERM to stop)" % lua, flush=True)
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                return
+        # Warm up (opcache, page cache, spare workers).
+        for h in servers:
+            run_wrk(h, "/page.php", False, 16, 1, lua)
+            run_wrk(h, "/1k.html", True, 16, 1, lua)
+        results = {}
+        total = len(rows) * runs * len(SETUPS)
+        done = 0
+        for (wl, close, conns) in rows:
+            samples = {s: [] for s in SETUPS}
+            for _ in range(runs):
+                for s in SETUPS:
+                    samples[s].append(run_wrk(by_name[s], WORKLOADS[wl][0], close, conns,
+                                              duration, lua))
+                    done += 1
+                    r = samples[s][-1]
+                    log("[%3d/%d] %-4s %-9s c%-3d %-8s %8.0f req/s  p99 %7.1f ms  cpu %6.0f us/req"
+                        "  procs %4d  err %d" % (done, total, wl, "close" if close else "keepalive",
+                                                 conns, s, r["rps"], r["p99_ms"], r["cpu_us"],
+                                                 r["procs"], r["errors"]))
+                    time.sleep(0.5)
+            for s in SETUPS:
+                results[(wl, close, conns, s)] = median_of(samples[s])
+        meta = {
+            "quick": quick,
+            "date": datetime.date.today().isoformat(),
+            "machine": "%d CPUs (%s), Linux %s" % (os.cpu_count(), platform.machine(),
+                                                   platform.release()),
+            "runs": runs,
+            "duration": duration,
+            "wrk": version(["dpkg-query", "-W", "-f=wrk ${Version}", "wrk"]),
+            "citk": version(["dpkg-query", "-W", "-f=${Version}", "libapache2-mpm-itk"]),
+            "httpd": version(["dpkg-query", "-W", "-f=${Version}", "apache2-bin"]),
+            "php": version(["php", "-r", "echo PHP_VERSION;"]),
+            "tuning": tuning,
+            "cpu_source": "cgroup v1 cpuacct" if servers[0].cgroup else "/proc/<pid>/stat (utime+stime+cutime+cstime)",
+        }
+        text = table(results, rows, meta)
+        with open(out_path, "w") as f:
+            f.write(text)
+        print(text)
+        log("bench: wrote %s" % out_path)
+        for h in servers:
+            with open(os.path.join(h.dir, "logs", "error.log")) as f:
+                errs = [l for l in f if "[error]" in l or "[crit]" in l or "[emerg]" in l]
+            if errs:
+                log("bench: %s logged %d errors, e.g. %s" % (h.name, len(errs), errs[0].strip()))
+    finally:
+        for h in servers:
+            h.stop()
+        users.remove()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
