@@ -156,7 +156,7 @@ class Httpd:
             "ErrorLog %s/logs/error.log" % d,
             "LogLevel warn",
         ]
-        if self.name == "rust":
+        if self.name.startswith("rust"):
             c.append("LoadModule mpm_itk_module %s" % module)
         else:
             c.append("LoadModule mpm_prefork_module %s/mod_mpm_prefork.so" % MODULES)
@@ -181,6 +181,10 @@ class Httpd:
             "KeepAliveTimeout 5",
             'LogFormat "%v:%p %h %l %u %t \\"%r\\" %>s %O" vhost_combined',
             "CustomLog %s/logs/access.log vhost_combined" % d,
+            # The module's pre-0.2 exit path (destroy pchild: mod_php's
+            # engine shutdown in every connection child) is what it still
+            # does with BufferedLogs On; --breakdown measures it that way.
+            "BufferedLogs %s" % ("On" if self.name == "rust-full-exit" else "Off"),
             "DirectoryIndex index.html",
             "<FilesMatch \\.php$>",
             "  SetHandler application/x-httpd-php",
@@ -199,6 +203,7 @@ class Httpd:
             ]
             if self.name != "prefork":
                 c.append("  AssignUserID %s %s" % (u, u))
+
             c.append("</VirtualHost>")
         return "\n".join(c) + "\n"
 
@@ -466,6 +471,82 @@ def version(cmd):
         return "?"
 
 
+# perf categories of one connection: (label, symbols whose "children" share
+# is summed; the first matching symbol wins, in this order).
+CATEGORIES = [
+    ("fork (clone: copy page tables, VMAs)", ["copy_process"]),
+    ("exit (unmap, free page tables)", ["do_exit"]),
+    ("page faults (COW, code re-faulted after fork)", ["asm_exc_page_fault"]),
+    ("reap (wait4)", ["__x64_sys_wait4"]),
+    ("uid switch (setgroups, setresuid, capset)", ["__x64_sys_setgroups", "__x64_sys_setresuid",
+                                                   "__x64_sys_setresgid", "__x64_sys_capset",
+                                                   "__x64_sys_capget"]),
+    ("signal setup (rt_sigaction)", ["__x64_sys_rt_sigaction"]),
+]
+
+
+def breakdown(servers, out_path, n):
+    """perf stat and perf record of n Connection: close requests per setup."""
+    if not shutil.which("perf") or not shutil.which("ab"):
+        sys.exit("bench: --breakdown needs perf (linux-perf) and ab (apache2-utils)")
+    rows = []
+    for h in servers:
+        url = "http://127.0.0.1:%d/1k.html" % h.port
+        ab = ["ab", "-q", "-n", str(n), "-c", "8", "-H", "Host: %s" % VHOSTS[1], url]
+        stat = subprocess.run(["perf", "stat", "-a", "-x", ",", "-e",
+                               "task-clock,page-faults,context-switches", "--"] + ab,
+                              capture_output=True, text=True)
+        vals = {}
+        for line in stat.stderr.splitlines():
+            f = line.split(",")
+            if len(f) > 3 and f[0].replace(".", "").isdigit():
+                vals[f[2]] = float(f[0])
+        rps = 0.0
+        for line in stat.stdout.splitlines():
+            if line.startswith("Requests per second"):
+                rps = float(line.split()[3])
+        data = os.path.join(os.path.dirname(h.dir), "perf-%s.data" % h.name)
+        subprocess.run(["perf", "record", "-q", "-a", "-g", "-F", "2000", "-o", data, "--"] + ab,
+                       capture_output=True, text=True)
+        rep = subprocess.run(["perf", "report", "-i", data, "--children", "--sort", "sym",
+                              "-g", "none", "--stdio"], capture_output=True, text=True).stdout
+        share = {}
+        for line in rep.splitlines():
+            f = line.split()
+            if len(f) >= 4 and f[0].endswith("%") and f[2] in ("[k]", "[.]"):
+                share[f[3]] = float(f[0].rstrip("%"))
+        busy = 100.0 - share.get("pv_native_safe_halt", 0.0) - share.get("default_idle", 0.0)
+        cpu_us = vals.get("task-clock", 0.0) * 1000 / n  # msec -> usec per connection
+        cats = []
+        for label, syms in CATEGORIES:
+            pct = sum(share.get(x, 0.0) for x in syms)
+            cats.append((label, cpu_us * pct / busy if busy > 0 else 0.0))
+        rows.append((h.name, rps, cpu_us, vals.get("page-faults", 0.0) / n,
+                     vals.get("context-switches", 0.0) / n, cats))
+        log("%-15s %7.0f conn/s  %6.0f us CPU/conn  %5.1f faults/conn" % rows[-1][:4])
+    out = ["# Cost of one connection\n",
+           "Produced by `bench/run --breakdown` on %s: `ab -n %d -c 8` (one request per "
+           "connection, 1 KiB static file) against each setup, under `perf stat -a` (CPU "
+           "of the whole machine, ab included, per connection) and `perf record -a -g` "
+           "(the share of each kernel path, turned into microseconds per connection).\n"
+           % (datetime.date.today().isoformat(), n),
+           "| setup | conn/s | CPU µs/conn | page faults/conn | context switches/conn |",
+           "| --- | ---: | ---: | ---: | ---: |"]
+    for name, rps, cpu, pf, cs, _ in rows:
+        out.append("| %s | %.0f | %.0f | %.1f | %.1f |" % (name, rps, cpu, pf, cs))
+    out += ["", "Where the CPU time goes (µs per connection; the rest is the request itself, "
+            "the network and ab):\n",
+            "| path | " + " | ".join(r[0] for r in rows) + " |",
+            "| --- |" + " ---: |" * len(rows)]
+    for i, (label, _) in enumerate(CATEGORIES):
+        out.append("| %s | %s |" % (label, " | ".join("%.0f" % r[5][i][1] for r in rows)))
+    text = "\n".join(out) + "\n"
+    with open(out_path, "w") as f:
+        f.write(text)
+    print(text)
+    log("bench: wrote %s" % out_path)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--module", required=True)
@@ -476,6 +557,8 @@ def main():
     ap.add_argument("--only", help="comma-separated workloads (1k,100k,php)")
     ap.add_argument("--conns", help="comma-separated connection counts (default 16,64)")
     ap.add_argument("--ka", choices=["on", "off", "both"], default="both")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="perf stat/record one connection's cost per setup, into bench/BREAKDOWN.md")
     ap.add_argument("--serve", action="store_true",
                     help="start the three setups, print their ports and wait (for profiling)")
     args = ap.parse_args()
@@ -503,7 +586,8 @@ def main():
         lua = os.path.join(workdir, "bench.lua")
         with open(lua, "w") as f:
             f.write("VHOSTS = {%s}\n" % ", ".join('"%s"' % v for v in VHOSTS) + WRK_LUA)
-        for name in SETUPS:
+        setups = SETUPS + (["rust-full-exit"] if args.breakdown else [])
+        for name in setups:
             h = Httpd(name, workdir, args.module, users, tuning)
             h.start()
             servers.append(h)
@@ -514,6 +598,12 @@ def main():
             want = pwd.getpwnam("www-data" if h.name == "prefork" else USERS[1]).pw_uid
             if "uid %d " % want not in body:
                 sys.exit("bench: %s served page.php as the wrong user: %s" % (h.name, body[:200]))
+        if args.breakdown:
+            for h in servers:  # warm up
+                subprocess.run(["ab", "-q", "-n", "300", "-c", "8", "-H", "Host: %s" % VHOSTS[1],
+                                "http://127.0.0.1:%d/1k.html" % h.port], capture_output=True)
+            breakdown(servers, args.out or os.path.join(HERE, "BREAKDOWN.md"), 3000)
+            return
         if args.serve:
             for h in servers:
                 print("%-8s port %d  parent pid %d  conf %s" % (h.name, h.port, h.proc.pid, h.conf),
