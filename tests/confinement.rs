@@ -83,21 +83,48 @@ fn expect_privs(what: &str, pid: i32, want: &Privs) {
     assert_eq!(got.as_ref(), Some(want), "{what} (pid {pid})");
 }
 
+/// The inode of the server side of our connection `s`, from /proc/net/tcp.
+fn server_socket_inode(s: &std::net::TcpStream) -> Option<String> {
+    let (ours, theirs) = (s.local_addr().ok()?.port(), s.peer_addr().ok()?.port());
+    let local = format!("0100007F:{theirs:04X}");
+    let remote = format!("0100007F:{ours:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .ok()?
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() > 9 && f[1] == local && f[2] == remote)
+        .map(|f| f[9].to_string())
+}
+
+fn holds_socket(pid: i32, inode: &str) -> bool {
+    let want = format!("socket:[{inode}]");
+    std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|d| {
+        d.flatten()
+            .any(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy() == want))
+    })
+}
+
 /// A slow client: half a request, so that its connection child waits
-/// before the switch. Returns the stream and the child's pid.
+/// before the switch. Returns the stream, the worker that accepted it and
+/// the connection child (the worker's child that holds the connection).
 fn half_request(srv: &Server) -> (std::net::TcpStream, i32, i32) {
     let mut s = srv.connect();
     write!(s, "GET /status.php HTTP/1.1\r\nHost: alice.test\r\n").unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        for w in srv.worker_pids() {
-            if let Some(c) = children_of(w).first() {
-                return (s, w, *c);
+        if let Some(inode) = server_socket_inode(&s) {
+            for w in srv.worker_pids() {
+                for c in children_of(w) {
+                    if holds_socket(c, &inode) {
+                        return (s, w, c);
+                    }
+                }
             }
         }
         assert!(
             Instant::now() < deadline,
-            "no connection child appeared under any worker {:?}",
+            "no connection child holds our connection; workers {:?}",
             srv.worker_pids()
         );
         std::thread::sleep(Duration::from_millis(50));
@@ -435,4 +462,327 @@ fn limit_gid_range_leaves_out_supplementary_groups_outside_it() {
         ))),
         "{log}"
     );
+}
+
+/// NoNewPrivileges: off by default, so a setgid helper run from PHP (as
+/// Postfix's postdrop behind mail()) gains its group; On sets no_new_privs
+/// in the workers and everything below them, and the helper does not.
+#[test]
+fn setgid_helpers_work_unless_no_new_privileges() {
+    for nnp in [false, true] {
+        let alice = TestUser::create(false);
+        let helper_group = TestUser::create(false);
+        let setup = Setup::new();
+        // a copy of id(1), setgid to the helper's group, like postdrop
+        let bin = setup.dir.join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        std::fs::copy("/usr/bin/id", bin.join("id")).unwrap();
+        chown(&bin.join("id"), 0, helper_group.gid);
+        // after the chown, which clears set-id bits
+        write_mode(&bin.join("id"), 0o2755);
+        let da = setup.docroot("a");
+        write(
+            &da.join("helper.php"),
+            &format!(
+                "<?php preg_match('/^NoNewPrivs:\\s*(\\d)/m', file_get_contents('/proc/self/status'), $m); \
+                 echo $m[1], ' ', trim(shell_exec('{} -g')), ' ', posix_getegid();",
+                bin.join("id").display()
+            ),
+            0o644,
+        );
+        let mut setup = setup.vhost(
+            VHost::new("alice.test")
+                .line(format!("DocumentRoot {}", da.display()))
+                .line(format!("AssignUserID {0} {0}", alice.name)),
+        );
+        if nnp {
+            setup = setup.global("NoNewPrivileges On");
+        }
+        let srv = setup.start();
+        let want = if nnp {
+            format!("1 {0} {0}", alice.gid)
+        } else {
+            format!("0 {} {}", helper_group.gid, alice.gid)
+        };
+        let r = srv.get("alice.test", "/helper.php");
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (200, want.as_str()),
+            "NoNewPrivileges {nnp}: NoNewPrivs, the helper's egid, PHP's egid\n{}",
+            srv.error_log()
+        );
+        // the workers carry the flag (and pass it to every connection child)
+        let workers = srv.worker_pids();
+        assert!(!workers.is_empty());
+        for w in workers {
+            expect_privs(
+                "idle worker",
+                w,
+                &Privs {
+                    no_new_privs: (nnp as u8).to_string(),
+                    ..Privs::row((33, 33), FOUR_CAPS, FOUR_CAPS, 2, 0)
+                },
+            );
+        }
+        assert_eq!(
+            status_field(&proc_status(srv.parent_pid()), "NoNewPrivs").as_deref(),
+            Some("0"),
+            "the parent itself is not restricted"
+        );
+    }
+}
+
+fn write_mode(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+// ---- Startup where seccomp or capabilities are unavailable ----
+
+const CAP_DAC_READ_SEARCH: u32 = 2;
+const CAP_SETGID: u32 = 6;
+const CAP_SETUID: u32 = 7;
+const CAP_SETPCAP: u32 = 8;
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_SYS_NICE: u32 = 23;
+
+/// A seccomp program making the listed system calls fail with `errno`; for
+/// `prctl`, only the listed options (first argument).
+fn deny_program(syscalls: &[i64], prctl_options: &[u64], errno: i32) -> Vec<libc::sock_filter> {
+    use seccompiler::{
+        SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
+    };
+    let mut rules = std::collections::BTreeMap::new();
+    for nr in syscalls {
+        rules.insert(*nr, vec![]);
+    }
+    if !prctl_options.is_empty() {
+        let r = prctl_options
+            .iter()
+            .map(|o| {
+                SeccompRule::new(vec![
+                    SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, *o)
+                        .unwrap(),
+                ])
+                .unwrap()
+            })
+            .collect();
+        rules.insert(libc::SYS_prctl, r);
+    }
+    let f = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(errno as u32),
+        std::env::consts::ARCH.try_into().unwrap(),
+    )
+    .unwrap();
+    let prog: seccompiler::BpfProgram = f.try_into().unwrap();
+    // seccompiler's sock_filter has the kernel's (and libc's) layout
+    prog.iter()
+        .map(|i| libc::sock_filter {
+            code: i.code,
+            jt: i.jt,
+            jf: i.jf,
+            k: i.k,
+        })
+        .collect()
+}
+
+/// What to take away from httpd before exec.
+enum Take {
+    /// Install this seccomp program (without no_new_privs: we are root).
+    Seccomp(Vec<libc::sock_filter>),
+    /// Drop these capabilities from the bounding set (root's exec then
+    /// gets none of them).
+    Caps(Vec<u32>),
+}
+
+fn start_without(globals: &[&str], take: Take) -> FailedStart {
+    let mut setup = Setup::new();
+    write(&setup.dir.join("docs/index.html"), "served", 0o644);
+    for g in globals {
+        setup = setup.global(*g);
+    }
+    let pre_exec = move || -> std::io::Result<()> {
+        match &take {
+            Take::Seccomp(prog) => {
+                let fprog = libc::sock_fprog {
+                    len: prog.len() as u16,
+                    filter: prog.as_ptr() as *mut libc::sock_filter,
+                };
+                // SAFETY: fprog points at a live, well-formed program that
+                // the kernel copies; a plain system call, fork-safe.
+                let rc = unsafe {
+                    libc::syscall(
+                        libc::SYS_seccomp,
+                        libc::SECCOMP_SET_MODE_FILTER,
+                        0,
+                        &fprog as *const libc::sock_fprog,
+                    )
+                };
+                if rc != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Take::Caps(caps) => {
+                for c in caps {
+                    // SAFETY: prctl with integer arguments, fork-safe.
+                    if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, *c as libc::c_ulong, 0, 0, 0) }
+                        != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+            }
+        }
+        Ok(())
+    };
+    // SAFETY: pre_exec only makes raw system calls on memory it owns.
+    unsafe { setup.start_expecting_failure(10, pre_exec) }
+}
+
+/// The error log without its debug and info lines, for failure messages.
+fn log_summary(f: &FailedStart) -> String {
+    let log: Vec<&str> = f
+        .error_log
+        .lines()
+        .filter(|l| !l.contains(":debug]") && !l.contains(":info]"))
+        .collect();
+    format!(
+        "exit {:?}, answered {}, leftovers {:?}\nstderr: {}\nerror log:\n{}",
+        f.status,
+        f.answered,
+        f.leftovers,
+        f.stderr,
+        log.join("\n")
+    )
+}
+
+/// httpd stopped by itself (not killed by a signal), served nothing, left
+/// no process behind, and logged `needle` at level emerg.
+fn assert_refused(what: &str, f: &FailedStart, needle: &str) {
+    let summary = log_summary(f);
+    assert!(
+        f.status.is_some_and(|s| s.code().is_some()),
+        "{what}: httpd did not exit by itself: {summary}"
+    );
+    assert!(!f.answered, "{what}: httpd answered a request: {summary}");
+    assert!(
+        f.leftovers.is_empty(),
+        "{what}: processes left behind: {summary}"
+    );
+    assert!(
+        f.error_log
+            .lines()
+            .any(|l| l.contains(":emerg]") && l.contains(needle)),
+        "{what}: no emerg line with `{needle}`: {summary}"
+    );
+}
+
+/// Every seccomp request fails as on a kernel without CONFIG_SECCOMP:
+/// the parent refuses to start, exit status 1.
+#[test]
+fn startup_fails_clearly_without_seccomp() {
+    let f = start_without(
+        &[],
+        Take::Seccomp(deny_program(
+            &[libc::SYS_seccomp],
+            &[libc::PR_GET_SECCOMP as u64, libc::PR_SET_SECCOMP as u64],
+            libc::EINVAL,
+        )),
+    );
+    assert_refused("no seccomp", &f, "does not offer seccomp filters");
+    assert!(
+        f.error_log.contains("refusing to start"),
+        "{}",
+        log_summary(&f)
+    );
+    assert_eq!(
+        f.status.and_then(|s| s.code()),
+        Some(1),
+        "{}",
+        log_summary(&f)
+    );
+}
+
+/// seccomp exists but installing a filter fails: refused by a container's
+/// own policy (EPERM), or httpd lacks CAP_SYS_ADMIN (needed to install a
+/// filter without no_new_privs). Every worker logs why and exits; the
+/// parent stops. (The exit status: see
+/// httpd_exits_non_zero_when_workers_cannot_enter_their_sandbox.)
+#[test]
+fn startup_fails_clearly_when_the_seccomp_filter_cannot_be_installed() {
+    let f = start_without(
+        &[],
+        Take::Seccomp(deny_program(
+            &[libc::SYS_seccomp],
+            &[libc::PR_SET_SECCOMP as u64],
+            libc::EPERM,
+        )),
+    );
+    assert_refused(
+        "seccomp refused",
+        &f,
+        "cannot enter the worker sandbox: seccomp filter failed: Operation not permitted",
+    );
+    let f = start_without(&[], Take::Caps(vec![CAP_SYS_ADMIN]));
+    assert_refused(
+        "no CAP_SYS_ADMIN",
+        &f,
+        "cannot enter the worker sandbox: seccomp filter failed: Permission denied",
+    );
+}
+
+/// httpd started without one of the capabilities the worker recipe needs
+/// (EnableCapabilities On): every worker names the step that failed and
+/// exits, the parent stops.
+#[test]
+fn startup_fails_clearly_without_capabilities() {
+    for (cap, name, step) in [
+        (CAP_SETUID, "CAP_SETUID", "setresuid failed"),
+        (CAP_SETGID, "CAP_SETGID", "setgroups failed"),
+        (
+            CAP_SETPCAP,
+            "CAP_SETPCAP",
+            "limit capability bounding set failed",
+        ),
+        (CAP_SYS_NICE, "CAP_SYS_NICE", "set capabilities failed"),
+    ] {
+        let f = start_without(&[], Take::Caps(vec![cap]));
+        assert_refused(
+            &format!("no {name}"),
+            &f,
+            &format!("cannot enter the worker sandbox: {step}"),
+        );
+    }
+}
+
+/// Stock prefork ends with "AH02818: MPM run failed, exiting" and exit
+/// status 1 when a worker exits with APEXIT_CHILDFATAL; the module returns
+/// DONE from its run hook, which httpd turns into exit status 0, so a
+/// supervisor (systemd, a container runtime, a script) sees a clean stop.
+#[test]
+#[ignore = "bug: httpd exits 0 when workers cannot enter their sandbox (mpm.rs run returns DONE)"]
+fn httpd_exits_non_zero_when_workers_cannot_enter_their_sandbox() {
+    let f = start_without(&[], Take::Caps(vec![CAP_SETUID]));
+    assert_refused("no CAP_SETUID", &f, "cannot enter the worker sandbox");
+    let code = f.status.and_then(|s| s.code());
+    assert!(
+        code.is_some_and(|c| c != 0),
+        "exit status {code:?}: {}",
+        log_summary(&f)
+    );
+}
+
+/// With EnableCapabilities Off the workers stay root and only the
+/// connection child calls setuid: without CAP_SETUID the server starts,
+/// runs as root and answers every request with a 500, instead of refusing
+/// to start and naming the missing capability.
+#[test]
+#[ignore = "bug: with EnableCapabilities Off a missing CAP_SETUID is not detected at startup; every request gets a 500"]
+fn startup_fails_without_cap_setuid_with_capabilities_off() {
+    let f = start_without(&["EnableCapabilities Off"], Take::Caps(vec![CAP_SETUID]));
+    assert_refused("no CAP_SETUID, EnableCapabilities Off", &f, "CAP_SETUID");
+    let code = f.status.and_then(|s| s.code());
+    assert!(code.is_some_and(|c| c != 0), "{}", log_summary(&f));
 }
