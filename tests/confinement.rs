@@ -325,7 +325,7 @@ fn php_has_no_way_back_after_the_switch() {
         let calls: Vec<&str> = out.lines().filter(|l| l.starts_with("set")).collect();
         assert_eq!(calls.len(), 13, "EnableCapabilities {caps}: {out}");
         for l in &calls {
-            let (name, res) = l.rsplit_once(' ').map(|(a, e)| (a, e)).unwrap();
+            let (name, res) = l.rsplit_once(' ').unwrap();
             let (name, rc) = name.rsplit_once(' ').unwrap();
             assert_eq!(
                 (rc, res),
@@ -441,7 +441,7 @@ fn limit_gid_range_leaves_out_supplementary_groups_outside_it() {
                 .line(format!("AssignUserID {0} {0}", user.name)),
         )
         .start();
-    let mut groups = vec![user.gid, kept.gid];
+    let mut groups = [user.gid, kept.gid];
     groups.sort();
     let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
     let r = srv.get("user.test", "/who.php");
@@ -539,7 +539,6 @@ fn write_mode(path: &std::path::Path, mode: u32) {
 
 // ---- Startup where seccomp or capabilities are unavailable ----
 
-const CAP_DAC_READ_SEARCH: u32 = 2;
 const CAP_SETGID: u32 = 6;
 const CAP_SETUID: u32 = 7;
 const CAP_SETPCAP: u32 = 8;
