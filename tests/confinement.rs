@@ -136,6 +136,11 @@ fn privilege_table(enable_caps: bool) {
     let setup = Setup::new();
     let da = setup.docroot("a");
     write(&da.join("status.php"), STATUS_PHP, 0o644);
+    write(
+        &da.join("status.cgi"),
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\ncat /proc/self/status\n",
+        0o755,
+    );
     let setup = setup
         .global(format!(
             "EnableCapabilities {}",
@@ -144,7 +149,11 @@ fn privilege_table(enable_caps: bool) {
         .vhost(
             VHost::new("alice.test")
                 .line(format!("DocumentRoot {}", da.display()))
-                .line(format!("AssignUserID {0} {0}", alice.name)),
+                .line(format!("AssignUserID {0} {0}", alice.name))
+                .line(format!(
+                    "<Directory {}>\n    Options +ExecCGI\n    AddHandler cgi-script .cgi\n  </Directory>",
+                    da.display()
+                )),
         );
     let srv = setup.start();
     let all = all_caps();
@@ -175,25 +184,27 @@ fn privilege_table(enable_caps: bool) {
         expect_privs("idle worker", w, &before);
     }
 
-    // after the switch: PHP reads its own status
-    let r = srv.get("alice.test", "/status.php");
-    assert_eq!(r.status, 200, "{}", srv.error_log());
-    let mut after = Privs::parse(&r.body).expect("a /proc/self/status from PHP");
-    if !enable_caps {
-        // The bounding set after the switch with EnableCapabilities Off is
-        // checked by bounding_set_is_empty_after_the_switch_with_capabilities_off.
-        after.cap_bnd = FOUR_CAPS.into();
+    // after the switch: PHP, and a CGI program (cat), read their own status
+    for (what, path) in [("PHP", "/status.php"), ("CGI", "/status.cgi")] {
+        let r = srv.get("alice.test", path);
+        assert_eq!(r.status, 200, "{what}: {}", srv.error_log());
+        let mut after = Privs::parse(&r.body).expect("a /proc/self/status");
+        if !enable_caps {
+            // The bounding set after the switch with EnableCapabilities Off
+            // is checked by bounding_set_is_empty_after_the_switch_with_capabilities_off.
+            after.cap_bnd = FOUR_CAPS.into();
+        }
+        assert_eq!(
+            after,
+            Privs::row((alice.uid, alice.gid), NO_CAPS, FOUR_CAPS, 2, 0),
+            "{what} after the switch (EnableCapabilities {enable_caps})"
+        );
+        assert_eq!(
+            status_field(&r.body, "Groups").as_deref(),
+            Some(alice.gid.to_string().as_str()),
+            "{what}: alice's groups only"
+        );
     }
-    assert_eq!(
-        after,
-        Privs::row((alice.uid, alice.gid), NO_CAPS, FOUR_CAPS, 2, 0),
-        "PHP after the switch (EnableCapabilities {enable_caps})"
-    );
-    assert_eq!(
-        status_field(&r.body, "Groups").as_deref(),
-        Some(alice.gid.to_string().as_str()),
-        "alice's groups only"
-    );
     drop(slow);
 }
 
@@ -416,7 +427,8 @@ fn limit_uid_range_applies_to_expressions() {
 }
 
 /// LimitGIDRange and supplementary groups: a group of the target user
-/// outside the range is left out (and logged), one inside is kept.
+/// outside the range is left out (and logged), one inside is kept; a
+/// primary group outside it from AssignGroupIDExpr gives a 500.
 #[test]
 fn limit_gid_range_leaves_out_supplementary_groups_outside_it() {
     let user = TestUser::create_in(3000..=4000);
@@ -440,6 +452,12 @@ fn limit_gid_range_leaves_out_supplementary_groups_outside_it() {
                 .line(format!("DocumentRoot {}", d.display()))
                 .line(format!("AssignUserID {0} {0}", user.name)),
         )
+        .vhost(
+            VHost::new("group.test")
+                .line(format!("DocumentRoot {}", d.display()))
+                .line(format!("AssignUserID {0} {0}", user.name))
+                .line(format!("AssignGroupIDExpr #{}", dropped.gid)),
+        )
         .start();
     let mut groups = [user.gid, kept.gid];
     groups.sort();
@@ -454,7 +472,17 @@ fn limit_gid_range_leaves_out_supplementary_groups_outside_it() {
         "{}",
         srv.error_log()
     );
+    // a primary group outside the range, from AssignGroupIDExpr: 500
+    let r = srv.get("group.test", "/who.php");
+    assert_eq!(r.status, 500, "{}", r.body);
     let log = srv.error_log();
+    assert!(
+        log.lines().any(|l| l.contains("cannot switch identity")
+            && l.contains(&format!("gid {} is not allowed", dropped.gid))
+            && l.contains("LimitGIDRange")),
+        "no log line for gid {} naming LimitGIDRange:\n{log}",
+        dropped.gid
+    );
     assert!(
         log.lines().any(|l| l.contains(&format!(
             "user {} (uid {}) keeps no supplementary groups [{}]: outside LimitGIDRange",
