@@ -444,6 +444,7 @@ pub fn post_perdir_config(r: Request) -> i32 {
             gid: t.gid,
             groups: t.groups.clone(),
             nice: d.nice,
+            empty_bounding_set: !config::state().globals.enable_caps,
         };
         privileges::become_vhost_user(&mut RealSys, &tgt, &allowed)
             .map(|sw| (t, sw))

@@ -437,6 +437,9 @@ fn signal_workers(sig: i32) {
     httpd::killpg_own(sig);
 }
 
+/// What prefork's run returns after a fatal error in a worker (`!OK`).
+const RUN_FAILED: i32 = 1;
+
 /// prefork_run: the parent's main loop. Returns OK to restart, DONE to stop.
 pub fn run(pconf: Pool, plog: Pool, s: Server) -> i32 {
     let r = retained();
@@ -487,7 +490,10 @@ pub fn run(pconf: Pool, plog: Pool, s: Server) -> i32 {
                     .is_none_or(|sl| httpd::slot_generation(sl) == r.my_generation());
                 if current {
                     r.set_mpm_state(mpmq::STOPPING);
-                    return DONE;
+                    // prefork's `return !OK`: main logs "MPM run failed,
+                    // exiting" (AH02818) and exits 1, so a supervisor sees
+                    // the failure (DONE would be a clean exit 0).
+                    return RUN_FAILED;
                 }
                 ffi::log(
                     Level::Warn,

@@ -57,6 +57,8 @@ pub trait Sys {
     fn set_dumpable(&mut self) -> io::Result<()>;
     /// Real, effective and saved uid and gid.
     fn ids(&self) -> io::Result<([u32; 3], [u32; 3])>;
+    /// The capabilities of `need` missing from the effective set.
+    fn missing_caps(&self, need: &CapsHashSet) -> io::Result<CapsHashSet>;
 }
 
 /// A failed privilege step.
@@ -73,6 +75,8 @@ pub enum PrivError {
         want: (u32, u32),
         got: ([u32; 3], [u32; 3]),
     },
+    /// A root worker lacks capabilities the switch needs (names, sorted).
+    MissingCaps(Vec<String>),
 }
 
 impl fmt::Display for PrivError {
@@ -90,6 +94,12 @@ impl fmt::Display for PrivError {
                 "identity check failed: wanted uid {} gid {}, kernel reports uids {:?} gids {:?}",
                 want.0, want.1, got.0, got.1
             ),
+            PrivError::MissingCaps(names) => write!(
+                f,
+                "the server runs as root without {}, which switching to the vhost users needs \
+                 (a container or service manager took them away)",
+                names.join(", ")
+            ),
         }
     }
 }
@@ -98,6 +108,19 @@ impl std::error::Error for PrivError {}
 
 fn step<T>(name: &'static str, r: io::Result<T>) -> Result<T, PrivError> {
     r.map_err(|err| PrivError::Call { step: name, err })
+}
+
+/// What a root worker (`EnableCapabilities Off`) must hold for its
+/// connection children: setgroups/setgid, setuid, and emptying the
+/// bounding set.
+pub fn root_worker_capabilities() -> CapsHashSet {
+    [
+        Capability::CAP_SETUID,
+        Capability::CAP_SETGID,
+        Capability::CAP_SETPCAP,
+    ]
+    .into_iter()
+    .collect()
 }
 
 /// What a worker becomes.
@@ -130,7 +153,18 @@ pub fn enter_worker_sandbox<S: Sys>(sys: &mut S, plan: &WorkerPlan) -> Result<()
     step("seccomp filter", sys.install_filter(&plan.filter))?;
     if !plan.enable_caps {
         // EnableCapabilities Off: a root worker (NFS setups) restricted by
-        // the filter alone, as in the C module.
+        // the filter alone, as in the C module. Its connection children
+        // will need these to switch and to empty their bounding set; a root
+        // stripped of them would start and then fail every request.
+        let missing = step(
+            "read capabilities",
+            sys.missing_caps(&root_worker_capabilities()),
+        )?;
+        if !missing.is_empty() {
+            let mut names: Vec<String> = missing.iter().map(|c| c.to_string()).collect();
+            names.sort();
+            return Err(PrivError::MissingCaps(names));
+        }
         return Ok(());
     }
     let keep = worker_capabilities();
@@ -168,6 +202,9 @@ pub struct Target {
     pub groups: Vec<u32>,
     /// `NiceValue`, already clamped to -20..19.
     pub nice: Option<i32>,
+    /// The worker is root (`EnableCapabilities Off`) and so still holds
+    /// CAP_SETPCAP: empty the bounding set as part of the switch.
+    pub empty_bounding_set: bool,
 }
 
 /// The outcome of a successful switch.
@@ -201,6 +238,17 @@ pub fn become_vhost_user<S: Sys>(
     // Lowering the nice value needs CAP_SYS_NICE: before the caps go.
     if let Some(n) = target.nice {
         step("setpriority", sys.set_nice(n))?;
+    }
+    // A root worker (EnableCapabilities Off) still holds CAP_SETPCAP, which
+    // the setuid below takes away: empty the bounding set now, so that no
+    // setuid-root or file-capability program the vhost runs can regain a
+    // capability. A capability worker has no CAP_SETPCAP; its bounding set
+    // was reduced to its four capabilities in the worker sandbox.
+    if target.empty_bounding_set {
+        step(
+            "empty capability bounding set",
+            sys.limit_bounding_set(&CapsHashSet::new()),
+        )?;
     }
     // Groups, gid, uid: each call needs the capability the next one takes
     // away (CAP_SETGID for the first two, CAP_SETUID for the last).
@@ -313,6 +361,11 @@ impl Sys for RealSys {
         check(unsafe { libc::getresgid(&mut rg, &mut eg, &mut sg) })?;
         Ok(([r, e, s], [rg, eg, sg]))
     }
+
+    fn missing_caps(&self, need: &CapsHashSet) -> io::Result<CapsHashSet> {
+        let have = caps::read(None, CapSet::Effective).map_err(caps_err)?;
+        Ok(need.difference(&have).copied().collect())
+    }
 }
 
 #[cfg(test)]
@@ -328,6 +381,8 @@ mod tests {
         uid: u32,
         gid: u32,
         fail_at: Option<&'static str>,
+        /// The effective set `missing_caps` compares against.
+        caps: CapsHashSet,
     }
 
     impl Recorder {
@@ -377,6 +432,9 @@ mod tests {
         }
         fn ids(&self) -> io::Result<([u32; 3], [u32; 3])> {
             Ok(([self.uid; 3], [self.gid; 3]))
+        }
+        fn missing_caps(&self, need: &CapsHashSet) -> io::Result<CapsHashSet> {
+            Ok(need.difference(&self.caps).copied().collect())
         }
     }
 
@@ -428,13 +486,32 @@ mod tests {
 
     #[test]
     fn worker_sandbox_without_caps_stays_root_but_filtered() {
-        let mut r = Recorder::default();
+        let mut r = Recorder {
+            caps: caps::all(),
+            ..Default::default()
+        };
         let mut p = plan(false);
         p.no_new_privs = true;
         p.uid = 0;
         p.gid = 0;
         enter_worker_sandbox(&mut r, &p).unwrap();
         assert_eq!(r.steps, ["no_new_privs", "filter"]);
+    }
+
+    #[test]
+    fn root_worker_without_setuid_is_refused_and_named() {
+        let mut r = Recorder {
+            caps: caps::all(),
+            ..Default::default()
+        };
+        r.caps.remove(&Capability::CAP_SETUID);
+        r.caps.remove(&Capability::CAP_SETPCAP);
+        let e = enter_worker_sandbox(&mut r, &plan(false)).unwrap_err();
+        assert!(matches!(e, PrivError::MissingCaps(_)), "{e:?}");
+        assert!(
+            e.to_string().contains("without CAP_SETPCAP, CAP_SETUID"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -457,6 +534,7 @@ mod tests {
             gid: 1500,
             groups: vec![0, 1500, 1600, 5000],
             nice: Some(5),
+            empty_bounding_set: false,
         };
         let s = become_vhost_user(&mut r, &t, &allowed()).unwrap();
         assert_eq!(s.dropped_groups, vec![0, 5000]);
@@ -465,6 +543,29 @@ mod tests {
             [
                 "nice 5",
                 "setgroups [1500, 1600]",
+                "setgid 1500",
+                "setuid 1500",
+                "caps 0"
+            ]
+        );
+    }
+
+    #[test]
+    fn root_worker_empties_the_bounding_set_before_giving_up_root() {
+        let mut r = Recorder::default();
+        let t = Target {
+            uid: 1500,
+            gid: 1500,
+            groups: vec![1500],
+            nice: None,
+            empty_bounding_set: true,
+        };
+        become_vhost_user(&mut r, &t, &allowed()).unwrap();
+        assert_eq!(
+            r.steps,
+            [
+                "bounding 0",
+                "setgroups [1500]",
                 "setgid 1500",
                 "setuid 1500",
                 "caps 0"
@@ -487,6 +588,7 @@ mod tests {
                 gid,
                 groups: vec![],
                 nice: None,
+                empty_bounding_set: false,
             };
             assert!(become_vhost_user(&mut r, &t, &allowed()).is_err());
             assert!(r.steps.is_empty(), "{uid}/{gid}: {:?}", r.steps);
@@ -498,6 +600,7 @@ mod tests {
             gid: 33,
             groups: vec![33],
             nice: None,
+            empty_bounding_set: false,
         };
         become_vhost_user(&mut r, &t, &allowed()).unwrap();
     }
@@ -540,6 +643,9 @@ mod tests {
             fn ids(&self) -> io::Result<([u32; 3], [u32; 3])> {
                 self.0.ids()
             }
+            fn missing_caps(&self, need: &CapsHashSet) -> io::Result<CapsHashSet> {
+                self.0.missing_caps(need)
+            }
         }
         let mut l = Liar(Recorder::default());
         let t = Target {
@@ -547,6 +653,7 @@ mod tests {
             gid: 1500,
             groups: vec![],
             nice: None,
+            empty_bounding_set: false,
         };
         assert!(matches!(
             become_vhost_user(&mut l, &t, &allowed()),
