@@ -652,15 +652,25 @@ def main():
             "cpu_source": "cgroup v1 cpuacct" if servers[0].cgroup else "/proc/<pid>/stat (utime+stime+cutime+cstime)",
         }
         text = table(results, rows, meta)
+        # What --quick (CI) checks: every setup answered, without errors.
+        # No timing is asserted.
+        broken = ["%s %s %s c%d: %.0f req/s, %d errors" % (s, wl, "close" if close else "keep-alive",
+                                                          conns, r["rps"], r["errors"])
+                  for (wl, close, conns, s), r in results.items()
+                  if r["rps"] <= 0 or r["errors"] > 0]
         with open(out_path, "w") as f:
             f.write(text)
         print(text)
         log("bench: wrote %s" % out_path)
+        if broken:
+            log("bench: some runs failed:\n  " + "\n  ".join(broken))
         for h in servers:
             with open(os.path.join(h.dir, "logs", "error.log")) as f:
                 errs = [l for l in f if "[error]" in l or "[crit]" in l or "[emerg]" in l]
             if errs:
                 log("bench: %s logged %d errors, e.g. %s" % (h.name, len(errs), errs[0].strip()))
+        if broken and quick:
+            sys.exit(1)
     finally:
         for h in servers:
             h.stop()
