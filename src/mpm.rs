@@ -370,6 +370,7 @@ fn child_main(slot: usize, bucket: usize) -> ! {
 
     let max_requests = httpd::max_requests_per_child();
     let mut served = 0;
+    let serialized = httpd::accept_serialized();
     let stop = || httpd::die_now() || r.shutdown_pending() != 0 || r.restart_pending() != 0;
     while !stop() {
         w.clear_transaction();
@@ -379,7 +380,7 @@ fn child_main(slot: usize, bucket: usize) -> ! {
         served += 1;
         w.set_status(httpd::SERVER_READY);
 
-        if let Err(rv) = w.accept_mutex(true) {
+        if let Err(rv) = w.accept_mutex_if(serialized, true) {
             if r.my_generation() != httpd::running_generation() {
                 ffi::log(
                     Level::Debug,
@@ -398,7 +399,7 @@ fn child_main(slot: usize, bucket: usize) -> ! {
             std::process::exit(httpd::APEXIT_CHILDFATAL);
         }
         let outcome = w.accept(stop);
-        if let Err(rv) = w.accept_mutex(false) {
+        if let Err(rv) = w.accept_mutex_if(serialized, false) {
             if r.my_generation() == httpd::running_generation() {
                 ffi::log(
                     Level::Emerg,

@@ -247,3 +247,26 @@ fn every_connection_is_logged_with_and_without_buffered_logs() {
         assert!(lines.iter().all(|l| l.starts_with("200 ")), "{lines:?}");
     }
 }
+
+/// Several listeners: workers serialise accept with the mutex (one
+/// listener needs none, as in prefork on Linux); both ports serve under
+/// concurrent load and through a graceful restart.
+#[test]
+fn two_listeners_serve_concurrently_and_through_a_graceful_restart() {
+    let second = free_port();
+    let setup = Setup::new().global(format!("Listen 127.0.0.1:{second}"));
+    write(&setup.dir.join("docs/a.txt"), "a\n", 0o644);
+    let srv = setup.start();
+    let first = srv.port();
+    let loaders: Vec<_> = [first, second]
+        .into_iter()
+        .map(|p| std::thread::spawn(move || load(p, "localhost", "/a.txt", 4, 100)))
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    srv.signal(libc::SIGUSR1);
+    for (port, l) in [first, second].into_iter().zip(loaders) {
+        let (counts, errors) = l.join().unwrap();
+        assert_eq!(errors, 0, "port {port}: {counts:?}\n{}", srv.error_log());
+        assert_eq!(counts.get(&200), Some(&400), "port {port}: {counts:?}");
+    }
+}

@@ -619,6 +619,21 @@ pub fn open_buckets(pconf: Pool, s: Server, num_buckets: &mut i32) -> Result<usi
     }
 }
 
+/// Must workers take the accept mutex around accept? prefork's SAFE_ACCEPT
+/// with SINGLE_LISTEN_UNSERIALIZED_ACCEPT (defined for Linux in
+/// ap_config_auto.h): only with several listeners. With one, every idle
+/// worker blocks in accept() and the kernel wakes exactly one of them per
+/// connection, which saves two fcntl locks per connection and the wait
+/// behind the worker holding the lock.
+pub fn accept_serialized() -> bool {
+    // SAFETY: ap_listeners is set up before the MPM runs and lives in
+    // pconf; read in a single-threaded worker.
+    unsafe {
+        let l = sys::ap_listeners;
+        !l.is_null() && !(*l).next.is_null()
+    }
+}
+
 pub fn accept_mutex_name() -> String {
     let b = buckets();
     match b.0.first() {
@@ -939,8 +954,13 @@ impl Worker {
             .map_or(ptr::null_mut(), |b| b.mutex)
     }
 
-    /// prefork's accept_mutex_on/off; Err carries the status for logging.
-    pub fn accept_mutex(&self, on: bool) -> Result<(), i32> {
+    /// prefork's `SAFE_ACCEPT(accept_mutex_on/off())`: nothing unless
+    /// `serialized` ([`accept_serialized`]); Err carries the status for
+    /// logging.
+    pub fn accept_mutex_if(&self, serialized: bool, on: bool) -> Result<(), i32> {
+        if !serialized {
+            return Ok(());
+        }
         let m = self.mutex();
         // SAFETY: the mutex was child-initialised in `init`.
         let rv = unsafe {
