@@ -411,6 +411,13 @@ def fmt_ratio(a, b):
     return "%.2fx" % (a / b) if b else "n/a"
 
 
+def per_row(results, rows):
+    """(row name, connections, {setup: medians}) for each table row."""
+    for (wl, close, conns) in rows:
+        name = "%s, %s" % (WORKLOADS[wl][1], "Connection: close" if close else "keep-alive")
+        yield name, conns, {s: results[(wl, close, conns, s)] for s in SETUPS}
+
+
 def table(results, rows, meta):
     out = []
     out.append("# Benchmark results\n")
@@ -430,9 +437,7 @@ def table(results, rows, meta):
                "| **rust/c-itk** | **rust/prefork** | p50 ms rust / c-itk / prefork "
                "| p99 ms rust / c-itk / prefork | errors rust / c-itk / prefork |")
     out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for (wl, close, conns) in rows:
-        r = {s: results[(wl, close, conns, s)] for s in SETUPS}
-        name = "%s, %s" % (WORKLOADS[wl][1], "Connection: close" if close else "keep-alive")
+    for name, conns, r in per_row(results, rows):
         out.append("| %s | %d | %.0f | %.0f | %.0f | %s | %s | %s | %s | %s |" % (
             name, conns, r["rust"]["rps"], r["c-itk"]["rps"], r["prefork"]["rps"],
             fmt_ratio(r["rust"]["rps"], r["c-itk"]["rps"]),
@@ -450,9 +455,7 @@ def table(results, rows, meta):
                "| max processes rust / c-itk / prefork | PSS MiB rust / c-itk / prefork "
                "| rust/c-itk PSS |")
     out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for (wl, close, conns) in rows:
-        r = {s: results[(wl, close, conns, s)] for s in SETUPS}
-        name = "%s, %s" % (WORKLOADS[wl][1], "Connection: close" if close else "keep-alive")
+    for name, conns, r in per_row(results, rows):
         out.append("| %s | %d | %s | %s | %s | %s | %s |" % (
             name, conns,
             " / ".join("%.0f" % r[s]["cpu_us"] for s in SETUPS),
