@@ -76,9 +76,11 @@ fn main() {
         .allowlist_function("ap_.*|apr_.*|itk_shim_.*")
         .allowlist_var(
             "ap_.*|AP_.*|APR_.*|APLOG_.*|SERVER_.*|HTTP_.*|APEXIT_.*|MODULE_MAGIC_.*|OK|DECLINED|DONE\
-             |RSRC_CONF|ACCESS_CONF|OR_.*|GLOBAL_ONLY|NOT_IN_.*|MPM_CHILD_.*|SB_.*|M_.*",
+             |RSRC_CONF|ACCESS_CONF|OR_.*|GLOBAL_ONLY|NOT_IN_.*|MPM_CHILD_.*|SB_.*|M_.*|core_module",
         )
-        .allowlist_type("module_struct|module|command_rec|cmd_parms|request_rec|conn_rec|server_rec|ap_.*|apr_.*")
+        .allowlist_type(
+            "module_struct|module|command_rec|cmd_parms|request_rec|conn_rec|server_rec|core_server_config|ap_.*|apr_.*",
+        )
         .default_macro_constant_type(bindgen::MacroTypeVariation::Signed)
         .derive_default(true)
         .layout_tests(false)

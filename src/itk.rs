@@ -13,7 +13,7 @@
 #![forbid(unsafe_code)]
 
 use crate::config;
-use crate::ffi::httpd::{self, Accepted, ChildEnd, Forked, Retained, Worker};
+use crate::ffi::httpd::{self, Accepted, ChildEnd, Retained, Worker};
 use crate::ffi::module;
 use crate::ffi::{
     self, HTTP_INTERNAL_SERVER_ERROR, HTTP_SERVICE_UNAVAILABLE, Level, OK, Pool, Request, Server,
@@ -207,9 +207,10 @@ pub fn enter_worker_sandbox() -> Result<(), String> {
 /// for it; the scoreboard slot shows the connection while the child serves.
 pub fn serve_connection(w: &Worker, sock: Accepted) {
     MY_SLOT.store(w.slot(), Ordering::Relaxed);
-    match httpd::fork() {
-        Ok(Forked::Child) => connection_child(w, &sock),
-        Ok(Forked::Parent(child)) => {
+    // The connection child runs inside its own panic boundary: a panic
+    // there ends this connection only.
+    match httpd::fork_process("connection child", || connection_child(w, &sock)) {
+        Ok(child) => {
             match httpd::wait_connection_child(child) {
                 Ok(ChildEnd::Exited(0)) => {}
                 Ok(ChildEnd::Exited(code)) => ffi::log(
@@ -256,12 +257,29 @@ pub fn serve_connection(w: &Worker, sock: Accepted) {
 /// The connection child: never returns.
 fn connection_child(w: &Worker, sock: &Accepted) -> ! {
     httpd::set_connection_child_signals();
+    test_panic_point("child");
     // Before a byte is read: nothing vhost code could misuse stays open.
     w.close_inherited_descriptors();
     // Each connection child is a fresh "prefork child" for other modules.
     w.run_child_init();
     w.process_connection(sock);
     httpd::connection_child_exit(0)
+}
+
+/// A test-only switch: with `MPM_ITK_TEST_PANIC=<dir>` in httpd's
+/// environment, the first process to reach `point` ("worker": a worker that
+/// just accepted a connection; "child": a fresh connection child; "switch":
+/// the switch hook) while the file `<dir>/<point>` exists removes it and
+/// panics. Tests use it to check that a panic stays in its process. Only
+/// whoever sets httpd's environment can turn it on.
+pub fn test_panic_point(point: &str) {
+    static DIR: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| std::env::var_os("MPM_ITK_TEST_PANIC").map(Into::into));
+    if let Some(d) = dir {
+        if std::fs::remove_file(d.join(point)).is_ok() {
+            panic!("test panic injected at {point} (MPM_ITK_TEST_PANIC)");
+        }
+    }
 }
 
 /// The slot's connection is over (child reaped, or worker died).
@@ -444,7 +462,11 @@ pub fn post_perdir_config(r: Request) -> i32 {
             gid: t.gid,
             groups: t.groups.clone(),
             nice: d.nice,
-            empty_bounding_set: !config::state().globals.enable_caps,
+            max_bounding: if config::state().globals.enable_caps {
+                privileges::worker_capabilities()
+            } else {
+                Default::default()
+            },
         };
         privileges::become_vhost_user(&mut RealSys, &tgt, &allowed)
             .map(|sw| (t, sw))

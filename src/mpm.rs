@@ -10,7 +10,7 @@
 #![forbid(unsafe_code)]
 
 use crate::config::{self, MAX_SERVER_LIMIT};
-use crate::ffi::httpd::{self, AcceptOutcome, Forked, Retained, Worker, mpmq};
+use crate::ffi::httpd::{self, AcceptOutcome, Retained, Worker, mpmq};
 use crate::ffi::{self, DONE, HTTP_INTERNAL_SERVER_ERROR, Level, OK, Pool, Server};
 use mpm_itk_core::spare::{self, Action, Limits, SlotState};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -223,7 +223,13 @@ fn make_child(slot: usize) -> Result<(), ()> {
         child_main(slot, 0);
     }
     httpd::update_slot_status(slot, httpd::SERVER_STARTING);
-    match httpd::fork() {
+    // The worker runs inside its own panic boundary (fork_process): a panic
+    // there ends that worker only, and the parent replaces it.
+    let forked = httpd::fork_process("worker", || {
+        httpd::set_worker_signals();
+        child_main(slot, bucket)
+    });
+    match forked {
         Err(e) => {
             ffi::log(
                 Level::Err,
@@ -236,11 +242,7 @@ fn make_child(slot: usize) -> Result<(), ()> {
             httpd::sleep_secs(10);
             Err(())
         }
-        Ok(Forked::Child) => {
-            httpd::set_worker_signals();
-            child_main(slot, bucket)
-        }
-        Ok(Forked::Parent(pid)) => {
+        Ok(pid) => {
             httpd::note_child_started(slot, pid, r.my_generation());
             Ok(())
         }
@@ -411,7 +413,10 @@ fn child_main(slot: usize, bucket: usize) -> ! {
             }
         }
         match outcome {
-            AcceptOutcome::Got(sock) => crate::itk::serve_connection(&w, sock),
+            AcceptOutcome::Got(sock) => {
+                crate::itk::test_panic_point("worker");
+                crate::itk::serve_connection(&w, sock)
+            }
             AcceptOutcome::Retry => continue,
             AcceptOutcome::Sick => w.exit(httpd::APEXIT_CHILDSICK),
             AcceptOutcome::Stop => w.exit(0),
@@ -507,6 +512,21 @@ pub fn run(pconf: Pool, plog: Pool, s: Server) -> i32 {
                 );
             }
             if let Some(slot) = dead.slot {
+                if let Some(code) = dead
+                    .exit_code
+                    .filter(|c| ![0, httpd::APEXIT_CHILDSICK, httpd::APEXIT_CHILDFATAL].contains(c))
+                {
+                    // e.g. httpd::PANIC_EXIT: the worker logged why.
+                    ffi::log(
+                        Level::Warn,
+                        0,
+                        Some(s),
+                        &format!(
+                            "worker pid {} (slot {slot}) exited with status {code}; its slot is free for a replacement",
+                            dead.pid
+                        ),
+                    );
+                }
                 let expected = [libc::SIGTERM, libc::SIGHUP, httpd::AP_SIG_GRACEFUL];
                 if let Some(sig) = dead.signal.filter(|sg| !expected.contains(sg)) {
                     // httpd's own report is silent for SIGKILL: say it.

@@ -50,6 +50,17 @@ impl Privs {
 
     /// A row of the table: the same id four times (real, effective, saved,
     /// filesystem); CapEff = CapPrm = `caps`.
+    /// The worker's row (and a connection child's before the switch) with
+    /// EnableCapabilities On: real, effective and filesystem uid `User`, the
+    /// saved uid 0, so that the switch is a change away from root and the
+    /// kernel clears every thread's capabilities (README, "Privileges").
+    fn worker_row(nnp: u8) -> Privs {
+        Privs {
+            uid: "33 33 0 33".into(),
+            ..Privs::row((33, 33), FOUR_CAPS, FOUR_CAPS, 2, nnp)
+        }
+    }
+
     fn row(id: (u32, u32), caps: &str, bnd: &str, seccomp: u8, nnp: u8) -> Privs {
         Privs {
             uid: vec![id.0.to_string(); 4].join(" "),
@@ -168,9 +179,11 @@ fn privilege_table(enable_caps: bool) {
     // connection child before the switch, and an idle worker beside it
     let (slow, busy_worker, conn_child) = half_request(&srv);
     let before = if enable_caps {
-        Privs::row((33, 33), FOUR_CAPS, FOUR_CAPS, 2, 0)
+        Privs::worker_row(0)
     } else {
-        Privs::row((0, 0), &all, &all, 2, 0)
+        // root with every capability, but an empty bounding set: emptied in
+        // the worker before any module could start a thread
+        Privs::row((0, 0), &all, NO_CAPS, 2, 0)
     };
     expect_privs("connection child before the switch", conn_child, &before);
     expect_privs("worker serving the slow client", busy_worker, &before);
@@ -188,9 +201,8 @@ fn privilege_table(enable_caps: bool) {
     for (what, path) in [("PHP", "/status.php"), ("CGI", "/status.cgi")] {
         let r = srv.get("alice.test", path);
         assert_eq!(r.status, 200, "{what}: {}", srv.error_log());
-        // With EnableCapabilities Off the root connection child empties the
-        // bounding set before its setuid; a capability worker cannot (no
-        // CAP_SETPCAP) and its children keep the four (README).
+        // With EnableCapabilities Off the root worker emptied the bounding
+        // set; a capability worker limited it to its four (README).
         let bnd_after = if enable_caps { FOUR_CAPS } else { NO_CAPS };
         assert_eq!(
             Privs::parse(&r.body),
@@ -510,14 +522,7 @@ fn setgid_helpers_work_unless_no_new_privileges() {
         let workers = srv.worker_pids();
         assert!(!workers.is_empty());
         for w in workers {
-            expect_privs(
-                "idle worker",
-                w,
-                &Privs {
-                    no_new_privs: (nnp as u8).to_string(),
-                    ..Privs::row((33, 33), FOUR_CAPS, FOUR_CAPS, 2, 0)
-                },
-            );
+            expect_privs("idle worker", w, &Privs::worker_row(nnp as u8));
         }
         assert_eq!(
             status_field(&proc_status(srv.parent_pid()), "NoNewPrivs").as_deref(),

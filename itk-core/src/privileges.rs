@@ -6,7 +6,33 @@
 //!   (or stays a seccomp-restricted root with `EnableCapabilities Off`).
 //! * [`become_vhost_user`]: run in a connection child after httpd has picked
 //!   the vhost and merged the per-directory configuration. The process takes
-//!   the vhost's uid/gid/groups and keeps no capability.
+//!   the vhost's uid/gid/groups and keeps no capability, in any thread.
+//!
+//! # Threads
+//!
+//! Capabilities and the bounding set belong to a thread, not to a process;
+//! the connection child runs other modules' `child_init` before the switch,
+//! and some start threads there (mod_http2's workers, mod_watchdog's and
+//! mod_proxy_hcheck's pools). Dropping capabilities with `capset` in the
+//! thread that switches would leave those threads holding them while vhost
+//! code runs in the same address space. So the recipes arrange for the
+//! *kernel* to drop them in every thread, through calls that glibc already
+//! runs in every thread (its "setxid" broadcast for `setgroups`,
+//! `setresgid` and `setresuid`):
+//!
+//! * The bounding set is final before any thread exists: the worker limits
+//!   it in its sandbox (the four capabilities with `EnableCapabilities On`,
+//!   nothing with `Off`), and threads inherit it.
+//! * The worker keeps uid 0 as its *saved* uid (real and effective are
+//!   `User` with `On`). At the switch, `setresuid(u, u, u)` takes the last 0
+//!   out of every thread's uids, and the kernel then clears the permitted,
+//!   effective and ambient sets of each thread that makes the call
+//!   (capabilities(7), "Effect of user ID changes on capabilities";
+//!   `SECBIT_KEEP_CAPS` is off). Inheritable sets are empty from the worker
+//!   on. The filter forbids uid 0 in every set*id call, so the saved 0 can
+//!   never be made effective again.
+//! * [`become_vhost_user`] then reads every task of the process and fails
+//!   closed if any of them still holds a capability or another identity.
 //!
 //! Every system call goes through the small [`Sys`] trait so the order can be
 //! checked with a recording double in unit tests; [`RealSys`] is the real
@@ -49,6 +75,9 @@ pub trait Sys {
     fn set_gid(&mut self, gid: u32) -> io::Result<()>;
     /// `setresuid(uid, uid, uid)`.
     fn set_uid(&mut self, uid: u32) -> io::Result<()>;
+    /// `setresuid(uid, uid, -1)`: real and effective uid, the saved uid
+    /// stays (root, in a worker).
+    fn set_uid_keep_saved(&mut self, uid: u32) -> io::Result<()>;
     /// Effective = permitted = `keep`; inheritable and ambient empty.
     fn set_caps(&mut self, keep: &CapsHashSet) -> io::Result<()>;
     /// `setpriority(PRIO_PROCESS, 0, nice)`.
@@ -59,6 +88,105 @@ pub trait Sys {
     fn ids(&self) -> io::Result<([u32; 3], [u32; 3])>;
     /// The capabilities of `need` missing from the effective set.
     fn missing_caps(&self, need: &CapsHashSet) -> io::Result<CapsHashSet>;
+    /// What every task (thread) of this process holds.
+    fn tasks(&self) -> io::Result<Vec<TaskCreds>>;
+}
+
+/// Identity and capability sets of one task, as `/proc/self/task/<tid>/status`
+/// shows them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TaskCreds {
+    pub tid: i32,
+    /// Real, effective, saved, filesystem.
+    pub uids: [u32; 4],
+    pub gids: [u32; 4],
+    pub cap_inh: u64,
+    pub cap_prm: u64,
+    pub cap_eff: u64,
+    pub cap_bnd: u64,
+    pub cap_amb: u64,
+}
+
+impl TaskCreds {
+    /// Parses a `status` file; None if a field is missing or malformed.
+    pub fn parse(tid: i32, status: &str) -> Option<TaskCreds> {
+        let field = |name: &str| {
+            status.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                (k == name).then(|| v.trim())
+            })
+        };
+        let ids = |name: &str| -> Option<[u32; 4]> {
+            let v: Vec<u32> = field(name)?
+                .split_whitespace()
+                .map(|x| x.parse().ok())
+                .collect::<Option<_>>()?;
+            v.try_into().ok()
+        };
+        let caps = |name: &str| u64::from_str_radix(field(name)?, 16).ok();
+        Some(TaskCreds {
+            tid,
+            uids: ids("Uid")?,
+            gids: ids("Gid")?,
+            cap_inh: caps("CapInh")?,
+            cap_prm: caps("CapPrm")?,
+            cap_eff: caps("CapEff")?,
+            cap_bnd: caps("CapBnd")?,
+            cap_amb: caps("CapAmb")?,
+        })
+    }
+}
+
+/// The bit mask of a capability set, as `/proc` prints it.
+pub fn cap_mask(set: &CapsHashSet) -> u64 {
+    set.iter().fold(0, |m, c| m | c.bitmask())
+}
+
+/// After the switch: every task runs as `uid`/`gid` everywhere, holds no
+/// capability and at most `max_bounding` in its bounding set.
+pub fn check_every_task(
+    tasks: &[TaskCreds],
+    uid: u32,
+    gid: u32,
+    max_bounding: u64,
+) -> Result<(), PrivError> {
+    let fail = |t: &TaskCreds, what: String| PrivError::TaskKeeps {
+        tid: t.tid,
+        threads: tasks.len(),
+        what,
+    };
+    if tasks.is_empty() {
+        return Err(PrivError::TaskKeeps {
+            tid: 0,
+            threads: 0,
+            what: "no task could be read".into(),
+        });
+    }
+    for t in tasks {
+        if t.uids.iter().any(|u| *u != uid) || t.gids.iter().any(|g| *g != gid) {
+            return Err(fail(t, format!("uids {:?} gids {:?}", t.uids, t.gids)));
+        }
+        let held = t.cap_inh | t.cap_prm | t.cap_eff | t.cap_amb;
+        if held != 0 {
+            return Err(fail(
+                t,
+                format!(
+                    "capabilities (CapEff {:016x} CapPrm {:016x} CapInh {:016x} CapAmb {:016x})",
+                    t.cap_eff, t.cap_prm, t.cap_inh, t.cap_amb
+                ),
+            ));
+        }
+        if t.cap_bnd & !max_bounding != 0 {
+            return Err(fail(
+                t,
+                format!(
+                    "bounding set {:016x} (at most {max_bounding:016x} allowed)",
+                    t.cap_bnd
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A failed privilege step.
@@ -77,6 +205,13 @@ pub enum PrivError {
     },
     /// A root worker lacks capabilities the switch needs (names, sorted).
     MissingCaps(Vec<String>),
+    /// After the switch a task (thread) of the process still holds a
+    /// capability or another identity.
+    TaskKeeps {
+        tid: i32,
+        threads: usize,
+        what: String,
+    },
 }
 
 impl fmt::Display for PrivError {
@@ -99,6 +234,10 @@ impl fmt::Display for PrivError {
                 "the server runs as root without {}, which switching to the vhost users needs \
                  (a container or service manager took them away)",
                 names.join(", ")
+            ),
+            PrivError::TaskKeeps { tid, threads, what } => write!(
+                f,
+                "after the switch thread {tid} (of {threads} threads in the process) still holds {what}"
             ),
         }
     }
@@ -165,7 +304,15 @@ pub fn enter_worker_sandbox<S: Sys>(sys: &mut S, plan: &WorkerPlan) -> Result<()
             names.sort();
             return Err(PrivError::MissingCaps(names));
         }
-        return Ok(());
+        // Empty the bounding set now, before any module starts a thread
+        // (threads inherit it; each thread has its own): no setuid-root or
+        // file-capability program run after the switch regains anything.
+        // Root keeps its effective and permitted sets: the bounding set only
+        // limits what exec can give.
+        return step(
+            "empty capability bounding set",
+            sys.limit_bounding_set(&CapsHashSet::new()),
+        );
     }
     let keep = worker_capabilities();
     // Shrinking the bounding set needs CAP_SETPCAP, which only root holds:
@@ -175,23 +322,27 @@ pub fn enter_worker_sandbox<S: Sys>(sys: &mut S, plan: &WorkerPlan) -> Result<()
         "limit capability bounding set",
         sys.limit_bounding_set(&keep),
     )?;
-    // Keep the permitted set across the uid change away from 0 below
-    // (without it the kernel clears every capability).
-    step("prctl(PR_SET_KEEPCAPS, 1)", sys.set_keep_caps(true))?;
+    // The switch relies on the kernel clearing the capabilities of every
+    // thread when the last uid 0 goes: make sure nothing asked it to keep
+    // them (the flag is inherited by the threads modules start later).
+    step("prctl(PR_SET_KEEPCAPS, 0)", sys.set_keep_caps(false))?;
     // Groups before gid before uid: each needs the privilege the next drops.
     step("setgroups", sys.set_groups(&plan.groups))?;
     step("setresgid", sys.set_gid(plan.gid))?;
-    step("setresuid", sys.set_uid(plan.uid))?;
+    // Real and effective uid become User; the saved uid stays 0. That keeps
+    // the permitted set across this call (the effective set is cleared), and
+    // makes the vhost switch a change away from root, at which the kernel
+    // clears the capabilities of every thread (see the module docs). The
+    // filter refuses 0 in every set*id call: it can never come back.
+    step("setresuid", sys.set_uid_keep_saved(plan.uid))?;
     // Now an ordinary user: make exactly the four capabilities effective and
     // permitted; nothing inheritable or ambient, so no exec'd program gets any.
     step("set capabilities", sys.set_caps(&keep))?;
-    // The vhost switch must not keep capabilities across its setuid.
-    step("prctl(PR_SET_KEEPCAPS, 0)", sys.set_keep_caps(false))?;
     if plan.dumpable {
         // setuid cleared the dumpable flag; CoreDumpDirectory wants it back.
         step("prctl(PR_SET_DUMPABLE)", sys.set_dumpable())?;
     }
-    check_ids(sys, plan.uid, plan.gid)
+    check_ids(sys, [plan.uid, plan.uid, 0], plan.gid)
 }
 
 /// Who a connection child becomes.
@@ -202,9 +353,9 @@ pub struct Target {
     pub groups: Vec<u32>,
     /// `NiceValue`, already clamped to -20..19.
     pub nice: Option<i32>,
-    /// The worker is root (`EnableCapabilities Off`) and so still holds
-    /// CAP_SETPCAP: empty the bounding set as part of the switch.
-    pub empty_bounding_set: bool,
+    /// What every thread's bounding set may still hold after the switch
+    /// (the worker's: its four capabilities, or nothing when it is root).
+    pub max_bounding: CapsHashSet,
 }
 
 /// The outcome of a successful switch.
@@ -239,38 +390,41 @@ pub fn become_vhost_user<S: Sys>(
     if let Some(n) = target.nice {
         step("setpriority", sys.set_nice(n))?;
     }
-    // A root worker (EnableCapabilities Off) still holds CAP_SETPCAP, which
-    // the setuid below takes away: empty the bounding set now, so that no
-    // setuid-root or file-capability program the vhost runs can regain a
-    // capability. A capability worker has no CAP_SETPCAP; its bounding set
-    // was reduced to its four capabilities in the worker sandbox.
-    if target.empty_bounding_set {
-        step(
-            "empty capability bounding set",
-            sys.limit_bounding_set(&CapsHashSet::new()),
-        )?;
-    }
     // Groups, gid, uid: each call needs the capability the next one takes
-    // away (CAP_SETGID for the first two, CAP_SETUID for the last).
+    // away (CAP_SETGID for the first two, CAP_SETUID for the last). glibc
+    // runs each of them in every thread of the process. The setresuid takes
+    // the last uid 0 away (the worker's saved uid, or all three with
+    // EnableCapabilities Off), so the kernel clears every thread's
+    // permitted, effective and ambient sets as it runs there.
     step("setgroups", sys.set_groups(&groups))?;
     step("setresgid", sys.set_gid(target.gid))?;
     step("setresuid", sys.set_uid(target.uid))?;
-    // A setuid between two non-root uids keeps the worker's capabilities:
-    // drop them all explicitly. From here there is no way back.
+    // This thread again, explicitly (inheritable included), in case the
+    // kernel's rule did not apply. From here there is no way back.
     step("drop capabilities", sys.set_caps(&CapsHashSet::new()))?;
-    check_ids(sys, target.uid, target.gid)?;
+    check_ids(sys, [target.uid; 3], target.gid)?;
+    // The judge: every task of the process, as /proc shows it. A thread
+    // glibc did not reach, or one that asked to keep its capabilities, fails
+    // the request here, before any vhost code runs.
+    let tasks = step("read /proc/self/task", sys.tasks())?;
+    check_every_task(
+        &tasks,
+        target.uid,
+        target.gid,
+        cap_mask(&target.max_bounding),
+    )?;
     Ok(Switched { dropped_groups })
 }
 
 /// Reads back real/effective/saved ids: a request is never served under an
 /// identity other than the one asked for.
-fn check_ids<S: Sys>(sys: &S, uid: u32, gid: u32) -> Result<(), PrivError> {
+fn check_ids<S: Sys>(sys: &S, uids: [u32; 3], gid: u32) -> Result<(), PrivError> {
     let got = step("getresuid/getresgid", sys.ids())?;
-    if got.0.iter().all(|u| *u == uid) && got.1.iter().all(|g| *g == gid) {
+    if got.0 == uids && got.1.iter().all(|g| *g == gid) {
         Ok(())
     } else {
         Err(PrivError::Mismatch {
-            want: (uid, gid),
+            want: (uids[0], gid),
             got,
         })
     }
@@ -334,6 +488,11 @@ impl Sys for RealSys {
         check(unsafe { libc::setresuid(uid, uid, uid) })
     }
 
+    fn set_uid_keep_saved(&mut self, uid: u32) -> io::Result<()> {
+        // SAFETY: integer arguments only (-1: leave the saved uid).
+        check(unsafe { libc::setresuid(uid, uid, u32::MAX) })
+    }
+
     fn set_caps(&mut self, keep: &CapsHashSet) -> io::Result<()> {
         // Effective first: it must stay a subset of permitted at each step.
         caps::set(None, CapSet::Effective, keep).map_err(caps_err)?;
@@ -366,6 +525,26 @@ impl Sys for RealSys {
         let have = caps::read(None, CapSet::Effective).map_err(caps_err)?;
         Ok(need.difference(&have).copied().collect())
     }
+
+    fn tasks(&self) -> io::Result<Vec<TaskCreds>> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir("/proc/self/task")? {
+            let e = e?;
+            let Some(tid) = e.file_name().to_str().and_then(|n| n.parse().ok()) else {
+                continue;
+            };
+            let status = match std::fs::read_to_string(e.path().join("status")) {
+                Ok(s) => s,
+                // The thread ended between the listing and the read.
+                Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+                Err(err) => return Err(err),
+            };
+            out.push(TaskCreds::parse(tid, &status).ok_or_else(|| {
+                io::Error::other(format!("cannot parse /proc/self/task/{tid}/status"))
+            })?);
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]
@@ -378,11 +557,13 @@ mod tests {
     #[derive(Default)]
     struct Recorder {
         steps: Vec<String>,
-        uid: u32,
+        uids: [u32; 3],
         gid: u32,
         fail_at: Option<&'static str>,
         /// The effective set `missing_caps` compares against.
         caps: CapsHashSet,
+        /// Other threads `tasks` reports.
+        extra_tasks: Vec<TaskCreds>,
     }
 
     impl Recorder {
@@ -418,7 +599,13 @@ mod tests {
         }
         fn set_uid(&mut self, uid: u32) -> io::Result<()> {
             self.rec(format!("setuid {uid}"), "setuid")?;
-            self.uid = uid;
+            self.uids = [uid; 3];
+            Ok(())
+        }
+        fn set_uid_keep_saved(&mut self, uid: u32) -> io::Result<()> {
+            self.rec(format!("setuid {uid} keep saved"), "setuid")?;
+            self.uids[0] = uid;
+            self.uids[1] = uid;
             Ok(())
         }
         fn set_caps(&mut self, keep: &CapsHashSet) -> io::Result<()> {
@@ -431,10 +618,24 @@ mod tests {
             self.rec("dumpable".into(), "dumpable")
         }
         fn ids(&self) -> io::Result<([u32; 3], [u32; 3])> {
-            Ok(([self.uid; 3], [self.gid; 3]))
+            Ok((self.uids, [self.gid; 3]))
         }
         fn missing_caps(&self, need: &CapsHashSet) -> io::Result<CapsHashSet> {
             Ok(need.difference(&self.caps).copied().collect())
+        }
+        fn tasks(&self) -> io::Result<Vec<TaskCreds>> {
+            // The main thread as the calls left it, plus any extra threads
+            // the test put there.
+            let mut main = TaskCreds {
+                tid: 1,
+                uids: [self.uids[0]; 4],
+                gids: [self.gid; 4],
+                ..Default::default()
+            };
+            main.uids[2] = self.uids[2];
+            let mut all = vec![main];
+            all.extend(self.extra_tasks.iter().cloned());
+            Ok(all)
         }
     }
 
@@ -474,14 +675,16 @@ mod tests {
             [
                 "filter",
                 "bounding 4",
-                "keepcaps true",
+                "keepcaps false",
                 "setgroups [33]",
                 "setgid 33",
-                "setuid 33",
+                "setuid 33 keep saved",
                 "caps 4",
-                "keepcaps false"
             ]
         );
+        // real and effective User, saved root: the switch is a change away
+        // from uid 0, which clears every thread's capabilities
+        assert_eq!(r.uids, [33, 33, 0]);
     }
 
     #[test]
@@ -495,7 +698,8 @@ mod tests {
         p.uid = 0;
         p.gid = 0;
         enter_worker_sandbox(&mut r, &p).unwrap();
-        assert_eq!(r.steps, ["no_new_privs", "filter"]);
+        // the bounding set is emptied before any thread can exist
+        assert_eq!(r.steps, ["no_new_privs", "filter", "bounding 0"]);
     }
 
     #[test]
@@ -534,7 +738,7 @@ mod tests {
             gid: 1500,
             groups: vec![0, 1500, 1600, 5000],
             nice: Some(5),
-            empty_bounding_set: false,
+            max_bounding: worker_capabilities(),
         };
         let s = become_vhost_user(&mut r, &t, &allowed()).unwrap();
         assert_eq!(s.dropped_groups, vec![0, 5000]);
@@ -550,27 +754,97 @@ mod tests {
         );
     }
 
-    #[test]
-    fn root_worker_empties_the_bounding_set_before_giving_up_root() {
-        let mut r = Recorder::default();
-        let t = Target {
+    fn target() -> Target {
+        Target {
             uid: 1500,
             gid: 1500,
             groups: vec![1500],
             nice: None,
-            empty_bounding_set: true,
+            max_bounding: worker_capabilities(),
+        }
+    }
+
+    fn thread(tid: i32) -> TaskCreds {
+        TaskCreds {
+            tid,
+            uids: [1500; 4],
+            gids: [1500; 4],
+            cap_bnd: cap_mask(&worker_capabilities()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_thread_that_kept_a_capability_fails_the_switch() {
+        let mut r = Recorder::default();
+        let mut t = thread(7);
+        t.cap_eff = 0x80_00c4;
+        t.cap_prm = 0x80_00c4;
+        r.extra_tasks = vec![thread(5), t];
+        let e = become_vhost_user(&mut r, &target(), &allowed()).unwrap_err();
+        match &e {
+            PrivError::TaskKeeps { tid, threads, .. } => assert_eq!((*tid, *threads), (7, 3)),
+            other => panic!("{other:?}"),
+        }
+        assert!(e.to_string().contains("thread 7 (of 3 threads"), "{e}");
+        assert!(e.to_string().contains("CapEff 00000000008000c4"), "{e}");
+    }
+
+    #[test]
+    fn a_thread_with_a_wider_bounding_set_or_another_uid_fails_the_switch() {
+        let mut r = Recorder::default();
+        let mut t = thread(9);
+        t.cap_bnd = 0x1ff_ffff_ffff;
+        r.extra_tasks = vec![t];
+        let e = become_vhost_user(&mut r, &target(), &allowed()).unwrap_err();
+        assert!(e.to_string().contains("bounding set"), "{e}");
+
+        let mut r = Recorder::default();
+        let mut t = thread(9);
+        t.uids = [1500, 1500, 0, 1500];
+        r.extra_tasks = vec![t];
+        let e = become_vhost_user(&mut r, &target(), &allowed()).unwrap_err();
+        assert!(e.to_string().contains("uids [1500, 1500, 0, 1500]"), "{e}");
+
+        // with EnableCapabilities Off nothing may stay in the bounding set
+        let mut r = Recorder::default();
+        r.extra_tasks = vec![thread(9)];
+        let mut tg = target();
+        tg.max_bounding = CapsHashSet::new();
+        assert!(become_vhost_user(&mut r, &tg, &allowed()).is_err());
+        r.extra_tasks[0].cap_bnd = 0;
+        become_vhost_user(
+            &mut Recorder {
+                extra_tasks: r.extra_tasks.clone(),
+                ..Default::default()
+            },
+            &tg,
+            &allowed(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn clean_threads_pass() {
+        let mut r = Recorder {
+            extra_tasks: vec![thread(2), thread(3)],
+            ..Default::default()
         };
-        become_vhost_user(&mut r, &t, &allowed()).unwrap();
-        assert_eq!(
-            r.steps,
-            [
-                "bounding 0",
-                "setgroups [1500]",
-                "setgid 1500",
-                "setuid 1500",
-                "caps 0"
-            ]
-        );
+        become_vhost_user(&mut r, &target(), &allowed()).unwrap();
+    }
+
+    #[test]
+    fn task_status_parses() {
+        let status = "Name:\tapache2\nUid:\t1500\t1500\t0\t1500\nGid:\t33\t33\t33\t33\n\
+            CapInh:\t0000000000000000\nCapPrm:\t00000000008000c4\nCapEff:\t00000000008000c4\n\
+            CapBnd:\t000001ffffffffff\nCapAmb:\t0000000000000000\n";
+        let t = TaskCreds::parse(42, status).unwrap();
+        assert_eq!(t.uids, [1500, 1500, 0, 1500]);
+        assert_eq!(t.gids, [33; 4]);
+        assert_eq!(t.cap_prm, 0x80_00c4);
+        assert_eq!(t.cap_bnd, 0x1ff_ffff_ffff);
+        assert!(TaskCreds::parse(1, "Uid:\t1 2 3\n").is_none());
+        assert_eq!(cap_mask(&worker_capabilities()), 0x80_00c4);
     }
 
     #[test]
@@ -588,7 +862,7 @@ mod tests {
                 gid,
                 groups: vec![],
                 nice: None,
-                empty_bounding_set: false,
+                max_bounding: worker_capabilities(),
             };
             assert!(become_vhost_user(&mut r, &t, &allowed()).is_err());
             assert!(r.steps.is_empty(), "{uid}/{gid}: {:?}", r.steps);
@@ -600,7 +874,7 @@ mod tests {
             gid: 33,
             groups: vec![33],
             nice: None,
-            empty_bounding_set: false,
+            max_bounding: worker_capabilities(),
         };
         become_vhost_user(&mut r, &t, &allowed()).unwrap();
     }
@@ -631,6 +905,9 @@ mod tests {
             fn set_uid(&mut self, _: u32) -> io::Result<()> {
                 Ok(())
             }
+            fn set_uid_keep_saved(&mut self, _: u32) -> io::Result<()> {
+                Ok(())
+            }
             fn set_caps(&mut self, _: &CapsHashSet) -> io::Result<()> {
                 Ok(())
             }
@@ -646,6 +923,9 @@ mod tests {
             fn missing_caps(&self, need: &CapsHashSet) -> io::Result<CapsHashSet> {
                 self.0.missing_caps(need)
             }
+            fn tasks(&self) -> io::Result<Vec<TaskCreds>> {
+                self.0.tasks()
+            }
         }
         let mut l = Liar(Recorder::default());
         let t = Target {
@@ -653,7 +933,7 @@ mod tests {
             gid: 1500,
             groups: vec![],
             nice: None,
-            empty_bounding_set: false,
+            max_bounding: worker_capabilities(),
         };
         assert!(matches!(
             become_vhost_user(&mut l, &t, &allowed()),

@@ -494,6 +494,8 @@ pub struct Reaped {
     pub slot: Option<usize>,
     /// The signal that ended it, if any.
     pub signal: Option<i32>,
+    /// Its exit status, if it exited.
+    pub exit_code: Option<i32>,
 }
 
 /// `ap_wait_or_timeout` + `ap_process_child_status` + `ap_find_child_by_pid`
@@ -522,6 +524,7 @@ pub fn wait_or_timeout(pconf: Pool) -> Option<Reaped> {
             processed_status: processed,
             slot: (slot >= 0).then_some(slot as usize),
             signal: signaled.then_some(status),
+            exit_code: (!signaled).then_some(status),
         })
     }
 }
@@ -553,7 +556,12 @@ pub fn killpg_own(sig: i32) {
 struct Bucket {
     pod: *mut sys::ap_pod_t,
     listeners: *mut sys::ap_listen_rec,
+    /// The accept mutex as the parent created it (in pconf).
     mutex: *mut sys::apr_proc_mutex_t,
+    /// The worker's handle after `apr_proc_mutex_child_init`: a copy with a
+    /// descriptor of its own for flock, the same pointer for the others.
+    /// Null in the parent.
+    worker_mutex: *mut sys::apr_proc_mutex_t,
 }
 
 /// The buckets opened in open_logs for this generation (per DSO load).
@@ -612,6 +620,7 @@ pub fn open_buckets(pconf: Pool, s: Server, num_buckets: &mut i32) -> Result<usi
                 pod,
                 listeners: *listen_buckets.add(i),
                 mutex,
+                worker_mutex: ptr::null_mut(),
             });
         }
         buckets().0 = out;
@@ -669,20 +678,62 @@ pub fn pod_killpg_all(num: i32) {
 // Processes and signals
 // ---------------------------------------------------------------------------
 
-/// Result of [`fork`].
-pub enum Forked {
-    Parent(i32),
-    Child,
-}
+/// Exit status of a forked process whose Rust code panicked (EX_SOFTWARE):
+/// the process that reaps it reports it.
+pub const PANIC_EXIT: i32 = 70;
 
-pub fn fork() -> std::io::Result<Forked> {
-    // SAFETY: the MPM is single-threaded (httpd with a non-threaded MPM
-    // starts no threads in the parent or workers), so the child may run
-    // arbitrary code after fork.
+/// `fork(2)`.
+///
+/// # Safety
+/// The calling process must be single-threaded, so the child may run
+/// arbitrary code (allocate, take locks) after the fork. And the child must
+/// never return into the frames it shares with the parent's stack copy
+/// (httpd's `main`, the MPM's loop): use [`fork_process`].
+unsafe fn fork_raw() -> std::io::Result<i32> {
+    // SAFETY: as the caller guarantees.
     match unsafe { libc::fork() } {
         -1 => Err(std::io::Error::last_os_error()),
-        0 => Ok(Forked::Child),
-        pid => Ok(Forked::Parent(pid)),
+        pid => Ok(pid),
+    }
+}
+
+/// Forks a process that runs `child` and never comes back: whatever happens
+/// in it stays in it. A panic is logged (naming `what` and the pid) and the
+/// process `_exit`s with [`PANIC_EXIT`]; it never unwinds into the parent's
+/// frames (httpd's `main`, the hook guards of `run`), which would run the
+/// parent's teardown in the child. Returns the child's pid in the parent.
+///
+/// The parent and the workers are single-threaded: httpd with a
+/// non-threaded MPM starts no threads in them, and other modules' child_init
+/// (which may start threads) runs only in connection children, which never
+/// fork through here.
+pub fn fork_process(
+    what: &str,
+    child: impl FnOnce() -> std::convert::Infallible,
+) -> std::io::Result<i32> {
+    // SAFETY: called only by the parent and the workers (see above), and
+    // the child below never returns.
+    match unsafe { fork_raw() }? {
+        0 => {
+            let payload = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)) {
+                Ok(never) => match never {},
+                Err(p) => p,
+            };
+            super::log(
+                super::Level::Crit,
+                0,
+                Server::main(),
+                &format!(
+                    "panic in {what} pid {}: {}; exiting with status {PANIC_EXIT}",
+                    std::process::id(),
+                    super::panic_message(payload.as_ref())
+                ),
+            );
+            // SAFETY: _exit ends this process without running the parent's
+            // atexit handlers or unwinding further.
+            unsafe { libc::_exit(PANIC_EXIT) }
+        }
+        pid => Ok(pid),
     }
 }
 
@@ -858,14 +909,14 @@ impl Worker {
             sys::apr_pool_create_ex(&mut ptrans, pchild, None, ptr::null_mut());
             PCHILD.store(pchild, Ordering::Relaxed);
 
-            let b = buckets();
+            let mut b = buckets();
             for (i, other) in b.0.iter().enumerate() {
                 if i != bucket {
                     sys::ap_close_listeners_ex(other.listeners);
                     sys::ap_mpm_pod_close(other.pod);
                 }
             }
-            let mine = b.0.get(bucket).ok_or("no such listener bucket")?;
+            let mine = b.0.get_mut(bucket).ok_or("no such listener bucket")?;
             sys::ap_reopen_scoreboard(pchild, ptr::null_mut(), 0);
             let mut mutex = mine.mutex;
             let rv = sys::apr_proc_mutex_child_init(
@@ -879,6 +930,9 @@ impl Worker {
                     super::c_to_string(sys::apr_proc_mutex_name(mine.mutex))
                 ));
             }
+            // Lock through the child's handle, as prefork does (with flock
+            // it is a descriptor of this worker's own).
+            mine.worker_mutex = mutex;
             let listeners = mine.listeners;
             drop(b);
 
@@ -951,7 +1005,7 @@ impl Worker {
         buckets()
             .0
             .get(self.bucket)
-            .map_or(ptr::null_mut(), |b| b.mutex)
+            .map_or(ptr::null_mut(), |b| b.worker_mutex)
     }
 
     /// prefork's `SAFE_ACCEPT(accept_mutex_on/off())`: nothing unless
@@ -1124,15 +1178,20 @@ fn close_inherited_descriptors_of(bucket: usize) {
             }
             sys::ap_mpm_pod_close(bk.pod);
             close_mutex_descriptor(bk.mutex);
+            if !bk.worker_mutex.is_null() && bk.worker_mutex != bk.mutex {
+                close_mutex_descriptor(bk.worker_mutex);
+            }
         }
     }
 }
 
-/// Closes (or unmaps) this process's handle on an accept mutex without
-/// destroying the lock for the other processes.
+/// Takes this process's handle on an accept mutex out of reach of vhost code
+/// without destroying the lock for the other processes, and so that APR's
+/// cleanups, which still run on it when pchild is destroyed at exit
+/// (`BufferedLogs On`), find something harmless to touch.
 ///
 /// # Safety
-/// `m` must be a live apr_proc_mutex_t of this process, never used again.
+/// `m` must be a live apr_proc_mutex_t of this process, never locked again.
 unsafe fn close_mutex_descriptor(m: *mut sys::apr_proc_mutex_t) {
     if m.is_null() {
         return;
@@ -1140,37 +1199,64 @@ unsafe fn close_mutex_descriptor(m: *mut sys::apr_proc_mutex_t) {
     let mut os: sys::apr_os_proc_mutex_t = Default::default();
     let mut mech: sys::apr_lockmech_e = 0;
     // SAFETY: out-parameters are valid locals; the caller guarantees `m`.
+    if unsafe { sys::apr_os_proc_mutex_get_ex(&mut os, m, &mut mech) } != 0 {
+        return;
+    }
+    match mech {
+        sys::apr_lockmech_e_APR_LOCK_FCNTL | sys::apr_lockmech_e_APR_LOCK_FLOCK
+            if os.crossproc >= 0 =>
+        {
+            // Replace rather than close: the descriptor number stays taken,
+            // so APR's own cleanup (flock's child handle registers one) can
+            // never close a file that later reused the number.
+            // SAFETY: plain descriptor calls on this process's table.
+            unsafe {
+                let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+                if null >= 0 {
+                    libc::dup3(null, os.crossproc, libc::O_CLOEXEC);
+                    libc::close(null);
+                }
+            }
+        }
+        sys::apr_lockmech_e_APR_LOCK_PROC_PTHREAD if !os.pthread_interproc.is_null() => {
+            // SAFETY: APR maps the process-shared mutex alone on its page.
+            unsafe { replace_shared_page(os.pthread_interproc as *mut c_void) };
+        }
+        sys::apr_lockmech_e_APR_LOCK_POSIXSEM if !os.psem_interproc.is_null() => {
+            // SAFETY: sem_open maps the named semaphore alone on its page.
+            unsafe { replace_shared_page(os.psem_interproc as *mut c_void) };
+        }
+        // SysV semaphores have no descriptor or mapping (the id is owned by
+        // User, mode 0600).
+        _ => {}
+    }
+}
+
+/// Puts a private zero page where this process mapped a shared one: the
+/// other processes keep the shared page, vhost code here can no longer write
+/// it, and APR's child-pool cleanup of a pthread mutex
+/// (`proc_pthread_mutex_unref`: unlock if held, decrement a reference count)
+/// touches the private copy instead of faulting on an unmapped page.
+///
+/// # Safety
+/// `addr` must lie in a page that nothing in this process uses again except
+/// such cleanups.
+unsafe fn replace_shared_page(addr: *mut c_void) {
+    // SAFETY: sysconf has no memory effects.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+    let start = (addr as usize & !(page - 1)) as *mut c_void;
+    // SAFETY: MAP_FIXED over exactly one page of ours, as the caller
+    // guarantees; a failure leaves the shared page mapped (logged by nobody,
+    // but never unmapped: no later fault).
     unsafe {
-        if sys::apr_os_proc_mutex_get_ex(&mut os, m, &mut mech) != 0 {
-            return;
-        }
-        match mech {
-            sys::apr_lockmech_e_APR_LOCK_FCNTL | sys::apr_lockmech_e_APR_LOCK_FLOCK
-                if os.crossproc >= 0 =>
-            {
-                {
-                    // Replace rather than close: the descriptor number stays
-                    // taken, so APR's own cleanup can never close a file
-                    // that later reused the number.
-                    let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
-                    if null >= 0 {
-                        libc::dup3(null, os.crossproc, libc::O_CLOEXEC);
-                        libc::close(null);
-                    }
-                }
-            }
-            sys::apr_lockmech_e_APR_LOCK_PROC_PTHREAD if !os.pthread_interproc.is_null() => {
-                {
-                    // APR maps the process-shared mutex on its own page.
-                    let page = libc::sysconf(libc::_SC_PAGESIZE) as usize;
-                    libc::munmap(os.pthread_interproc as *mut c_void, page);
-                }
-            }
-            // SysV semaphores have no descriptor and are owned by User with
-            // mode 0600, out of reach of other uids; POSIX semaphores are
-            // likewise not descriptors.
-            _ => {}
-        }
+        libc::mmap(
+            start,
+            page,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+            -1,
+            0,
+        );
     }
 }
 

@@ -123,27 +123,38 @@ pub fn log_request(level: Level, status: i32, r: Request, msg: &str) {
 /// Runs `f` so that no panic crosses into httpd: a panic is logged (with the
 /// entry point's name and the pid) and `on_panic` is returned instead.
 pub fn guard<T>(entry: &str, on_panic: T, f: impl FnOnce() -> T) -> T {
+    guard_with(entry, f, || on_panic)
+}
+
+/// Like [`guard`], with the value on panic computed after the panic is
+/// logged (e.g. to mark the connection failed).
+pub fn guard_with<T>(entry: &str, f: impl FnOnce() -> T, on_panic: impl FnOnce() -> T) -> T {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(v) => v,
         Err(payload) => {
-            let what = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
             // Logging itself must not panic again: `log` does not.
             log(
                 Level::Crit,
                 0,
                 None,
                 &format!(
-                    "internal error in {entry} (pid {}): {what}",
-                    std::process::id()
+                    "internal error in {entry} (pid {}): {}",
+                    std::process::id(),
+                    panic_message(payload.as_ref())
                 ),
             );
-            on_panic
+            on_panic()
         }
     }
+}
+
+/// The text of a panic payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// Copies a C string owned by httpd into Rust; NULL gives "".

@@ -159,6 +159,9 @@ pub struct Setup {
     pub global: Vec<String>,
     pub vhosts: Vec<VHost>,
     pub load_prefork_too: bool,
+    /// Extra environment variables for httpd (e.g. the test-only
+    /// `MPM_ITK_TEST_PANIC`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Setup {
@@ -176,7 +179,23 @@ impl Setup {
             global: vec![],
             vhosts: vec![],
             load_prefork_too: false,
+            env: vec![],
         }
+    }
+
+    pub fn env(mut self, k: &str, v: impl Into<String>) -> Setup {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    /// `LoadModule name_module mod_name.so` for each name, unless already
+    /// loaded by the base configuration.
+    pub fn modules(mut self, names: &[&str]) -> Setup {
+        for m in names {
+            self.global
+                .push(format!("LoadModule {m}_module {MODULES}/mod_{m}.so"));
+        }
+        self
     }
 
     pub fn global(mut self, l: impl Into<String>) -> Setup {
@@ -266,6 +285,7 @@ impl Setup {
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("LANG", "C")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
