@@ -152,6 +152,22 @@ pub fn post_config(pconf: Pool, s: Server) -> i32 {
         );
         return HTTP_INTERNAL_SERVER_ERROR;
     }
+    if httpd::module_loaded(c"mod_http2.c") {
+        // As under prefork (mod_http2's AH10034), which mod_http2 does not
+        // recognise us as: the engines this MPM exists for (mod_php) are not
+        // thread-safe, and HTTP/2 runs a connection's streams on several
+        // threads at once. Without h2/h2c in any Protocols list, ALPN, the
+        // h2c Upgrade and the prior-knowledge preface all stay HTTP/1.1.
+        let removed = httpd::remove_protocols(&["h2", "h2c"]);
+        ffi::log(
+            Level::Warn,
+            0,
+            Some(s),
+            &format!(
+                "mpm-itk: mod_http2 is loaded, but HTTP/2 is inactive under mpm-itk, as under prefork:                  the engines it runs (mod_php) are not thread-safe and HTTP/2 would run a connection's                  streams on several threads; h2 and h2c were removed from the Protocols lists                  ({removed} entries), so every connection speaks HTTP/1.1"
+            ),
+        );
+    }
     if !seccomp::available() {
         ffi::log(
             Level::Emerg,

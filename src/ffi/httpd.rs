@@ -249,6 +249,50 @@ pub fn coredumpdir_configured() -> bool {
     unsafe { sys::ap_coredumpdir_configured != 0 }
 }
 
+/// Is the module whose `name` field is `name` (e.g. `mod_http2.c`) loaded?
+pub fn module_loaded(name: &std::ffi::CStr) -> bool {
+    // SAFETY: looks a NUL-terminated name up in httpd's module list.
+    unsafe { !sys::ap_find_linked_module(name.as_ptr()).is_null() }
+}
+
+/// Removes the protocols in `names` (e.g. "h2") from the `Protocols` list of
+/// every server, in place: core shares one array between a server and the
+/// vhosts that inherit it, so each array is filtered once and a second call
+/// finds nothing. Returns how many entries were removed.
+pub fn remove_protocols(names: &[&str]) -> usize {
+    let mut removed = 0;
+    // SAFETY: walks the server list of this generation (pconf); every
+    // server has core's config, whose `protocols` is an array of C strings
+    // (created in core's create_server_config, never NULL). Single-threaded
+    // parent, before any child exists.
+    unsafe {
+        let mut s = sys::ap_server_conf;
+        while !s.is_null() {
+            let conf =
+                sys::ap_get_module_config((*s).module_config, ptr::addr_of!(sys::core_module))
+                    as *mut sys::core_server_config;
+            if !conf.is_null() && !(*conf).protocols.is_null() {
+                let arr = (*conf).protocols;
+                let elts = (*arr).elts as *mut *const std::ffi::c_char;
+                let mut kept = 0;
+                for i in 0..(*arr).nelts.max(0) as usize {
+                    let p = *elts.add(i);
+                    let name = super::c_to_string(p);
+                    if names.iter().any(|n| name.eq_ignore_ascii_case(n)) {
+                        removed += 1;
+                    } else {
+                        *elts.add(kept) = p;
+                        kept += 1;
+                    }
+                }
+                (*arr).nelts = kept as c_int;
+            }
+            s = (*s).next;
+        }
+    }
+    removed
+}
+
 pub fn add_version_component(pconf: Pool, component: &str) {
     let c = super::cstring_lossy(component);
     // SAFETY: httpd copies the string into pconf.
