@@ -48,8 +48,15 @@ enum ConnState {
     Switched {
         uid: u32,
         gid: u32,
+        /// The nice value the process runs at now.
+        nice: i32,
+        /// The nice value before the first switch: what a request without
+        /// NiceValue runs at.
+        base_nice: i32,
     },
-    /// The first request failed (500): later requests close the connection.
+    /// A request could not get its identity (500), or the switch hook
+    /// failed half-way: later requests close the connection, and the switch
+    /// is never tried again in this process.
     Failed,
 }
 
@@ -346,12 +353,15 @@ fn admit(key: u64, limit: Option<u32>) -> Result<(), usize> {
 /// Why a request could not get its identity.
 enum Refusal {
     Expr(String),
+    /// Something that cannot be missing was missing: never fall back to
+    /// another identity.
+    Internal(String),
     Priv(PrivError),
 }
 
 fn describe(e: &Refusal) -> String {
     match e {
-        Refusal::Expr(s) => s.clone(),
+        Refusal::Expr(s) | Refusal::Internal(s) => s.clone(),
         Refusal::Priv(PrivError::UidNotAllowed(u)) => {
             format!("uid {u} is not allowed: root is never allowed, and LimitUIDRange excludes it")
         }
@@ -370,7 +380,11 @@ fn resolve_target(r: Request, d: &config::DirConf, server: &Identity) -> Result<
             .identities
             .get(i)
             .map(|(id, _)| id.clone())
-            .unwrap_or_else(|| server.clone()),
+            .ok_or_else(|| {
+                Refusal::Internal(format!(
+                    "internal error: AssignUserID entry {i} is missing from this configuration"
+                ))
+            })?,
         None => server.clone(),
     };
     if let Some(e) = d.uid_expr {
@@ -402,6 +416,7 @@ fn resolve_target(r: Request, d: &config::DirConf, server: &Identity) -> Result<
 
 /// post_perdir_config (REALLY_FIRST): the switch.
 pub fn post_perdir_config(r: Request) -> i32 {
+    test_panic_point("switch");
     let s = r.server();
     let vhost = format!("{}:{}", s.hostname(), r.conn().local_port());
 
@@ -421,11 +436,6 @@ pub fn post_perdir_config(r: Request) -> i32 {
         }
     }
 
-    let d = module::request_dir_conf(r);
-    let (server, allowed) = match prepared().as_ref() {
-        Some(p) => (p.server.clone(), p.allowed.clone()),
-        None => return HTTP_INTERNAL_SERVER_ERROR,
-    };
     let state = *conn_state();
     if state == ConnState::Failed {
         ffi::log_request(
@@ -439,11 +449,64 @@ pub fn post_perdir_config(r: Request) -> i32 {
         );
         r.conn().close_and_exit();
     }
+    let Some(d) = module::request_dir_conf(r) else {
+        return refuse(
+            r,
+            &vhost,
+            &Refusal::Internal(
+                "internal error: the request has no mpm-itk per-directory configuration".into(),
+            ),
+        );
+    };
+    let (server, allowed) = match prepared().as_ref() {
+        Some(p) => (p.server.clone(), p.allowed.clone()),
+        None => {
+            return refuse(
+                r,
+                &vhost,
+                &Refusal::Internal("internal error: the configuration was not prepared".into()),
+            );
+        }
+    };
     let target = resolve_target(r, &d, &server);
 
-    if let ConnState::Switched { uid, gid } = state {
+    if let ConnState::Switched {
+        uid,
+        gid,
+        nice,
+        base_nice,
+    } = state
+    {
         match target {
-            Ok(t) if t.uid == uid && t.gid == gid => return OK,
+            Ok(t) if t.uid == uid && t.gid == gid => {
+                // NiceValue applies to every request, not only the first.
+                let want = d.nice.unwrap_or(base_nice);
+                if want == nice {
+                    return OK;
+                }
+                match privileges::renice(&mut RealSys, want) {
+                    Ok(()) => {
+                        *conn_state() = ConnState::Switched {
+                            uid,
+                            gid,
+                            nice: want,
+                            base_nice,
+                        };
+                        return OK;
+                    }
+                    Err(e) => ffi::log_request(
+                        Level::Warn,
+                        0,
+                        r,
+                        &format!(
+                            "vhost {vhost} wants nice value {want} but this connection runs at {nice} as uid {uid}, \
+                             and a switched process cannot lower it ({e}); closing connection so the client retries \
+                             on a new one (pid {})",
+                            pid()
+                        ),
+                    ),
+                }
+            }
             Ok(t) => {
                 ffi::log_request(
                     Level::Warn,
@@ -472,6 +535,19 @@ pub fn post_perdir_config(r: Request) -> i32 {
         r.conn().close_and_exit();
     }
 
+    let base_nice = match privileges::current_nice() {
+        Ok(n) => n,
+        Err(e) => {
+            return refuse(
+                r,
+                &vhost,
+                &Refusal::Priv(PrivError::Call {
+                    step: "getpriority",
+                    err: e,
+                }),
+            );
+        }
+    };
     let result = target.and_then(|t| {
         let tgt = Target {
             uid: t.uid,
@@ -493,6 +569,8 @@ pub fn post_perdir_config(r: Request) -> i32 {
             *conn_state() = ConnState::Switched {
                 uid: t.uid,
                 gid: t.gid,
+                nice: d.nice.unwrap_or(base_nice),
+                base_nice,
             };
             if !sw.dropped_groups.is_empty() {
                 ffi::log_request(
@@ -522,22 +600,39 @@ pub fn post_perdir_config(r: Request) -> i32 {
             );
             OK
         }
-        Err(e) => {
-            *conn_state() = ConnState::Failed;
-            ffi::log_request(
-                Level::Err,
-                0,
-                r,
-                &format!(
-                    "vhost {vhost}: cannot switch identity for {}: {} (pid {})",
-                    r.uri(),
-                    describe(&e),
-                    pid()
-                ),
-            );
-            HTTP_INTERNAL_SERVER_ERROR
-        }
+        Err(e) => refuse(r, &vhost, &e),
     }
+}
+
+/// A request that cannot get its identity: 500, and the connection is
+/// closed after it; this process never tries the switch again.
+fn refuse(r: Request, vhost: &str, e: &Refusal) -> i32 {
+    *conn_state() = ConnState::Failed;
+    r.conn().set_close();
+    ffi::log_request(
+        Level::Err,
+        0,
+        r,
+        &format!(
+            "vhost {vhost}: cannot switch identity for {}: {}; closing connection (uid {}, pid {})",
+            r.uri(),
+            describe(e),
+            privileges::current_uid(),
+            pid()
+        ),
+    );
+    HTTP_INTERNAL_SERVER_ERROR
+}
+
+/// The switch hook panicked (logged by the trampoline): the process may be
+/// half-switched, so fail the request and close the connection.
+pub fn switch_panicked(r: Request) -> i32 {
+    let vhost = format!("{}:{}", r.server().hostname(), r.conn().local_port());
+    refuse(
+        r,
+        &vhost,
+        &Refusal::Internal("internal error in the switch hook (see the line above)".into()),
+    )
 }
 
 fn switched() -> bool {

@@ -46,7 +46,7 @@ fn malformed_directives_fail_the_config_test() {
         "cannot occur within <VirtualHost> section",
     );
     check(
-        "MaxClientsVHost abc",
+        "<VirtualHost 127.0.0.1:1>\nMaxClientsVHost abc\n</VirtualHost>",
         "MaxClientsVHost: 'abc' is not a whole number",
     );
     check("NiceValue abc", "NiceValue: 'abc' is not a whole number");
@@ -90,4 +90,17 @@ fn nice_value_out_of_range_is_clamped_with_a_warning() {
     let _ = std::fs::remove_dir_all(&setup.dir);
     assert!(ok, "{out}");
     assert!(out.contains("lowering NiceValue to 19"), "{out}");
+}
+
+#[test]
+fn max_clients_vhost_outside_a_virtual_host_is_refused() {
+    check(
+        "MaxClientsVHost 5",
+        "MaxClientsVHost is only allowed inside <VirtualHost>",
+    );
+    // inside one it is fine
+    let setup = Setup::new().vhost(VHost::new("a.test").line("MaxClientsVHost 5"));
+    let (ok, out) = setup.config_test();
+    let _ = std::fs::remove_dir_all(&setup.dir);
+    assert!(ok, "{out}");
 }

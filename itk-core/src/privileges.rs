@@ -416,6 +416,31 @@ pub fn become_vhost_user<S: Sys>(
     Ok(Switched { dropped_groups })
 }
 
+/// NiceValue for a later request on a switched connection: raising the nice
+/// value needs nothing; lowering it needs CAP_SYS_NICE, which a switched
+/// process no longer holds (then the caller closes the connection, as on a
+/// uid change). The capability is never kept for this.
+pub fn renice<S: Sys>(sys: &mut S, nice: i32) -> Result<(), PrivError> {
+    step("setpriority", sys.set_nice(nice))
+}
+
+/// The nice value of this process.
+pub fn current_nice() -> io::Result<i32> {
+    // getpriority may return -1 as a value: clear errno to tell.
+    nix::errno::Errno::clear();
+    // SAFETY: integer arguments only.
+    let n = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+    if n == -1 && nix::errno::Errno::last_raw() != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n)
+}
+
+/// The effective uid of this process (for log lines).
+pub fn current_uid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
 /// Reads back real/effective/saved ids: a request is never served under an
 /// identity other than the one asked for.
 fn check_ids<S: Sys>(sys: &S, uids: [u32; 3], gid: u32) -> Result<(), PrivError> {

@@ -123,14 +123,25 @@ pub fn log_request(level: Level, status: i32, r: Request, msg: &str) {
 /// Runs `f` so that no panic crosses into httpd: a panic is logged (with the
 /// entry point's name and the pid) and `on_panic` is returned instead.
 pub fn guard<T>(entry: &str, on_panic: T, f: impl FnOnce() -> T) -> T {
-    guard_with(entry, f, || on_panic)
+    caught(entry, f).unwrap_or(on_panic)
 }
 
-/// Like [`guard`], with the value on panic computed after the panic is
-/// logged (e.g. to mark the connection failed).
-pub fn guard_with<T>(entry: &str, f: impl FnOnce() -> T, on_panic: impl FnOnce() -> T) -> T {
+/// Like [`guard`], with the value on panic computed by `on_panic` after the
+/// panic is logged (e.g. to mark the connection failed); should that panic
+/// too, `fallback`.
+pub fn guard_with<T>(
+    entry: &str,
+    fallback: T,
+    f: impl FnOnce() -> T,
+    on_panic: impl FnOnce() -> T,
+) -> T {
+    caught(entry, f).unwrap_or_else(|| guard(entry, fallback, on_panic))
+}
+
+/// Runs `f`; a panic is logged and gives None.
+fn caught<T>(entry: &str, f: impl FnOnce() -> T) -> Option<T> {
     match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(v) => v,
+        Ok(v) => Some(v),
         Err(payload) => {
             // Logging itself must not panic again: `log` does not.
             log(
@@ -143,7 +154,7 @@ pub fn guard_with<T>(entry: &str, f: impl FnOnce() -> T, on_panic: impl FnOnce()
                     panic_message(payload.as_ref())
                 ),
             );
-            on_panic()
+            None
         }
     }
 }
@@ -213,6 +224,10 @@ impl Server {
     pub fn hostname(&self) -> String {
         c_to_string(self.get().server_hostname)
     }
+    /// Is this a `<VirtualHost>` (not the main server)?
+    pub fn is_virtual(&self) -> bool {
+        self.get().is_virtual != 0
+    }
 }
 
 /// A `conn_rec`.
@@ -235,6 +250,12 @@ impl Conn {
         // SAFETY: local_addr is set by core's create_connection and lives in
         // the connection pool.
         unsafe { (*a).port }
+    }
+    /// No keep-alive after the current response: the connection closes.
+    pub fn set_close(self) {
+        // SAFETY: the conn_rec is live for the connection; httpd reads
+        // `keepalive` when it finishes the response.
+        unsafe { (*self.0.as_ptr()).keepalive = sys::ap_conn_keepalive_e_AP_CONN_CLOSE };
     }
     /// Does the lingering close now and ends this connection child: the
     /// connection is closed without an answer (SPEC §3.3).

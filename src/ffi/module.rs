@@ -397,6 +397,12 @@ unsafe extern "C" fn cmd_max_clients_vhost(
     a: *const c_char,
 ) -> *const c_char {
     directive(cmd, |c| {
+        // Vhost-only, as documented by the C module: in the main server it
+        // would silently limit only requests that no vhost matched.
+        if !c.server().is_virtual() {
+            // (httpd names the file and line)
+            return Err(format!("{} is only allowed inside <VirtualHost>", c.name()));
+        }
         let n = config::max_clients_vhost(&arg(a))?;
         server_conf_mut(c.server()).max_clients_vhost = Some(n);
         Ok(())
@@ -474,13 +480,15 @@ pub fn server_conf(s: Server) -> ServerConf {
     *server_conf_mut(s)
 }
 
-/// The merged per-dir configuration of a request.
-pub fn request_dir_conf(r: Request) -> DirConf {
-    // SAFETY: per_dir_config holds our DirConf after the per-dir merge.
+/// The merged per-dir configuration of a request; None if it is missing
+/// (never treated as the default: the caller fails the request).
+pub fn request_dir_conf(r: Request) -> Option<DirConf> {
+    // SAFETY: per_dir_config holds our DirConf after the per-dir merge (or
+    // NULL, checked).
     unsafe {
         let p = sys::ap_get_module_config((*r.0.as_ptr()).per_dir_config, module_ptr())
             as *const DirConf;
-        if p.is_null() { DirConf::default() } else { *p }
+        p.as_ref().copied()
     }
 }
 
@@ -655,13 +663,15 @@ unsafe extern "C" fn hook_mpm_get_name() -> *const c_char {
 }
 
 unsafe extern "C" fn hook_post_perdir_config(r: *mut sys::request_rec) -> c_int {
-    guard(
+    let Some(req) = Request::from_raw(r) else {
+        return DECLINED;
+    };
+    // A panic may leave the process half-switched: fail closed.
+    super::guard_with(
         "post_perdir_config",
         sys::HTTP_INTERNAL_SERVER_ERROR,
-        || match Request::from_raw(r) {
-            Some(r) => crate::itk::post_perdir_config(r),
-            None => DECLINED,
-        },
+        || crate::itk::post_perdir_config(req),
+        || crate::itk::switch_panicked(req),
     )
 }
 
