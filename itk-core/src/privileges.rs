@@ -815,38 +815,33 @@ mod tests {
         assert!(e.to_string().contains("CapEff 00000000008000c4"), "{e}");
     }
 
+    /// A recorder whose process has one more thread, `extra`.
+    fn with_thread(extra: TaskCreds) -> Recorder {
+        Recorder {
+            extra_tasks: vec![extra],
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn a_thread_with_a_wider_bounding_set_or_another_uid_fails_the_switch() {
-        let mut r = Recorder::default();
         let mut t = thread(9);
         t.cap_bnd = 0x1ff_ffff_ffff;
-        r.extra_tasks = vec![t];
-        let e = become_vhost_user(&mut r, &target(), &allowed()).unwrap_err();
+        let e = become_vhost_user(&mut with_thread(t), &target(), &allowed()).unwrap_err();
         assert!(e.to_string().contains("bounding set"), "{e}");
 
-        let mut r = Recorder::default();
         let mut t = thread(9);
         t.uids = [1500, 1500, 0, 1500];
-        r.extra_tasks = vec![t];
-        let e = become_vhost_user(&mut r, &target(), &allowed()).unwrap_err();
+        let e = become_vhost_user(&mut with_thread(t), &target(), &allowed()).unwrap_err();
         assert!(e.to_string().contains("uids [1500, 1500, 0, 1500]"), "{e}");
 
         // with EnableCapabilities Off nothing may stay in the bounding set
-        let mut r = Recorder::default();
-        r.extra_tasks = vec![thread(9)];
-        let mut tg = target();
-        tg.max_bounding = CapsHashSet::new();
-        assert!(become_vhost_user(&mut r, &tg, &allowed()).is_err());
-        r.extra_tasks[0].cap_bnd = 0;
-        become_vhost_user(
-            &mut Recorder {
-                extra_tasks: r.extra_tasks.clone(),
-                ..Default::default()
-            },
-            &tg,
-            &allowed(),
-        )
-        .unwrap();
+        let mut off = target();
+        off.max_bounding = CapsHashSet::new();
+        assert!(become_vhost_user(&mut with_thread(thread(9)), &off, &allowed()).is_err());
+        let mut t = thread(9);
+        t.cap_bnd = 0;
+        become_vhost_user(&mut with_thread(t), &off, &allowed()).unwrap();
     }
 
     #[test]
