@@ -263,6 +263,7 @@ pub fn serve_connection(w: &Worker, sock: Accepted) {
                 ),
             }
             slot_finished(w.slot());
+            w.account_children_cpu();
             w.close_accepted(sock);
         }
         Err(e) => {

@@ -270,3 +270,49 @@ fn two_listeners_serve_concurrently_and_through_a_graceful_restart() {
         assert_eq!(counts.get(&200), Some(&400), "port {port}: {counts:?}");
     }
 }
+
+/// Issue 10, item 6: mod_status accounts the CPU time of the connection
+/// children (where the requests run) in their worker's slot, as prefork's
+/// children account theirs.
+#[test]
+fn server_status_accounts_the_connection_childrens_cpu() {
+    let alice = TestUser::create(false);
+    let setup = Setup::new();
+    let da = setup.docroot("a");
+    // about 50 ms of CPU per request
+    write(
+        &da.join("burn.php"),
+        "<?php $t = microtime(true); $x = 0; while (microtime(true) - $t < 0.05) { $x++; } echo 'burned';",
+        0o644,
+    );
+    let srv = setup
+        .global("ExtendedStatus On")
+        .vhost(
+            VHost::new("alice.test")
+                .line(format!("DocumentRoot {}", da.display()))
+                .line(format!("AssignUserID {0} {0}", alice.name)),
+        )
+        .start();
+    for _ in 0..30 {
+        let r = srv.get("alice.test", "/burn.php");
+        assert_eq!(r.body, "burned");
+    }
+    let r = srv.get("localhost", "/server-status?auto");
+    let field = |k: &str| -> f64 {
+        r.body
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}: ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let cpu = field("CPUUser")
+        + field("CPUSystem")
+        + field("CPUChildrenUser")
+        + field("CPUChildrenSystem");
+    // 30 x 50 ms = 1.5 s burned; allow for clock ticks and scheduling
+    assert!(
+        cpu >= 1.0,
+        "mod_status shows {cpu} s of CPU after 1.5 s of PHP:\n{}",
+        r.body
+    );
+}

@@ -1137,6 +1137,34 @@ impl Worker {
         unsafe { sys::apr_socket_close(a.0 as *mut sys::apr_socket_t) };
     }
 
+    /// Accounts the CPU time of the connection children this worker has
+    /// reaped in its scoreboard slot, as prefork's children account the
+    /// requests they serve: mod_status sums the slots' `times`. A
+    /// connection child overwrites them with its own `times()` after each
+    /// request (`ap_increment_counts`); here, after the reap, the slot gets
+    /// the worker's lifetime total: its own time plus its reaped children's
+    /// (which include their CGIs), shown as the process's user and system
+    /// time.
+    pub fn account_children_cpu(&self) {
+        // SAFETY: times() fills a local; the slot is this worker's, in the
+        // shared scoreboard.
+        unsafe {
+            let mut t: libc::tms = std::mem::zeroed();
+            libc::times(&mut t);
+            let ws = worker_score(self.slot);
+            let dst = ptr::addr_of_mut!((*ws).times);
+            ptr::write_volatile(
+                dst,
+                sys::tms {
+                    tms_utime: (t.tms_utime + t.tms_cutime) as _,
+                    tms_stime: (t.tms_stime + t.tms_cstime) as _,
+                    tms_cutime: 0,
+                    tms_cstime: 0,
+                },
+            );
+        }
+    }
+
     /// Was this worker chosen through the pipe of death?
     pub fn pod_check(&self) -> bool {
         let b = buckets();
