@@ -40,6 +40,14 @@ USERS = ["itkbench-a", "itkbench-b", "itkbench-c"]
 VHOSTS = ["a.bench.test", "b.bench.test", "c.bench.test"]
 SETUPS = ["rust", "c-itk", "prefork"]
 
+# --modset: the thread-starting modules of Apache's own test suite, loaded
+# into every setup: mod_http2 (a worker thread per child) and a
+# health-checked balancer (mod_proxy_hcheck's thread pool through
+# mod_watchdog). Every connection child of this module runs their
+# child_init; prefork and the C module run it once per worker.
+MODSET_MODULES = ["http2", "proxy", "proxy_http", "proxy_balancer", "slotmem_shm",
+                  "lbmethod_byrequests", "proxy_hcheck"]
+
 WORKLOADS = {
     "1k": ("/1k.html", "1 KiB static"),
     "100k": ("/100k.html", "100 KiB static"),
@@ -132,8 +140,9 @@ class Users:
 
 
 class Httpd:
-    def __init__(self, name, workdir, module, users, tuning):
+    def __init__(self, name, workdir, module, users, tuning, modset=False):
         self.name = name
+        self.modset = modset
         self.dir = os.path.join(workdir, name)
         self.port = free_port()
         self.proc = None
@@ -164,6 +173,16 @@ class Httpd:
             c.append("LoadModule mpm_itk_module %s/mpm_itk.so" % MODULES)
         for m in ("authz_core", "authz_host", "mime", "dir", "alias", "setenvif", "status"):
             c.append("LoadModule %s_module %s/mod_%s.so" % (m, MODULES, m))
+        if self.modset:
+            for m in MODSET_MODULES:
+                c.append("LoadModule %s_module %s/mod_%s.so" % (m, MODULES, m))
+            c += [
+                "Protocols h2 h2c http/1.1",
+                "<Proxy balancer://hc>",
+                "  BalancerMember http://127.0.0.1:%d hcmethod=GET hcuri=/1k.html hcinterval=30"
+                % self.port,
+                "</Proxy>",
+            ]
         c += [
             "LoadModule php_module %s" % php_module(),
             "TypesConfig /etc/mime.types",
@@ -421,8 +440,14 @@ def per_row(results, rows):
 def table(results, rows, meta):
     out = []
     out.append("# Benchmark results\n")
-    out.append("Produced by `bench/run%s` on %s. %s\n" % (
-        " --quick" if meta["quick"] else "", meta["date"], meta["machine"]))
+    out.append("Produced by `bench/run%s%s` on %s. %s\n" % (
+        " --quick" if meta["quick"] else "", " --modset" if meta["modset"] else "",
+        meta["date"], meta["machine"]))
+    if meta["modset"]:
+        out.append("With `--modset`, every setup also loads %s, with `Protocols h2 h2c "
+                   "http/1.1` and a balancer health-checked every 30 s: modules that start "
+                   "threads in child_init, which this module runs in every connection child.\n"
+                   % ", ".join("mod_" + m for m in MODSET_MODULES))
     out.append("Each cell is the median of %d interleaved runs of %d s "
                "(wrk, %s). Setups: **rust** = this module; **c-itk** = Debian's prefork + "
                "libapache2-mpm-itk %s; **prefork** = stock prefork without uid switching. "
@@ -560,6 +585,9 @@ def main():
     ap.add_argument("--only", help="comma-separated workloads (1k,100k,php)")
     ap.add_argument("--conns", help="comma-separated connection counts (default 16,64)")
     ap.add_argument("--ka", choices=["on", "off", "both"], default="both")
+    ap.add_argument("--modset", action="store_true",
+                    help="load the thread-starting modules of Apache's test suite into every "
+                         "setup (into bench/RESULTS-modset.md)")
     ap.add_argument("--breakdown", action="store_true",
                     help="perf stat/record one connection's cost per setup, into bench/BREAKDOWN.md")
     ap.add_argument("--serve", action="store_true",
@@ -578,7 +606,8 @@ def main():
     conns_list = [int(c) for c in args.conns.split(",")] if args.conns else ([16] if quick else [16, 64])
     kas = {"on": [False], "off": [True], "both": [True, False]}[args.ka]
     rows = [(wl, close, c) for wl in workloads for close in kas for c in conns_list]
-    out_path = args.out or os.path.join(HERE, "RESULTS-quick.md" if quick else "RESULTS.md")
+    out_path = args.out or os.path.join(
+        HERE, "RESULTS-quick.md" if quick else ("RESULTS-modset.md" if args.modset else "RESULTS.md"))
 
     tuning = {"start": 5, "min_spare": 5, "max_spare": 10, "max_workers": 150}
     users = Users()
@@ -591,7 +620,7 @@ def main():
             f.write("VHOSTS = {%s}\n" % ", ".join('"%s"' % v for v in VHOSTS) + WRK_LUA)
         setups = SETUPS + (["rust-full-exit"] if args.breakdown else [])
         for name in setups:
-            h = Httpd(name, workdir, args.module, users, tuning)
+            h = Httpd(name, workdir, args.module, users, tuning, args.modset)
             h.start()
             servers.append(h)
         by_name = {h.name: h for h in servers}
@@ -642,6 +671,7 @@ def main():
                 results[(wl, close, conns, s)] = median_of(samples[s])
         meta = {
             "quick": quick,
+            "modset": args.modset,
             "date": datetime.date.today().isoformat(),
             "machine": "%d CPUs (%s), Linux %s" % (os.cpu_count(), platform.machine(),
                                                    platform.release()),

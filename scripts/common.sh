@@ -9,7 +9,8 @@
 ITK_BUILD_PACKAGES=(apache2 apache2-dev libclang-dev libapache2-mod-php curl
     build-essential pkg-config)
 # shellcheck disable=SC2034
-ITK_TEST_PACKAGES=("${ITK_BUILD_PACKAGES[@]}" libapache2-mpm-itk)
+# openssl: the TLS test's certificate (ALPN h2 must end as HTTP/1.1).
+ITK_TEST_PACKAGES=("${ITK_BUILD_PACKAGES[@]}" libapache2-mpm-itk openssl)
 
 # The oldest Rust that builds this crate (edition 2024).
 ITK_MIN_RUST=1.85

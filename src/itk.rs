@@ -171,7 +171,10 @@ pub fn post_config(pconf: Pool, s: Server) -> i32 {
             0,
             Some(s),
             &format!(
-                "mpm-itk: mod_http2 is loaded, but HTTP/2 is inactive under mpm-itk, as under prefork:                  the engines it runs (mod_php) are not thread-safe and HTTP/2 would run a connection's                  streams on several threads; h2 and h2c were removed from the Protocols lists                  ({removed} entries), so every connection speaks HTTP/1.1"
+                "mpm-itk: mod_http2 is loaded, but HTTP/2 is inactive under mpm-itk, as under prefork: \
+                 the engines it runs (mod_php) are not thread-safe and HTTP/2 would run a connection's \
+                 streams on several threads; h2 and h2c were removed from the Protocols lists \
+                 ({removed} entries), so every connection speaks HTTP/1.1"
             ),
         );
     }
@@ -283,7 +286,18 @@ fn connection_child(w: &Worker, sock: &Accepted) -> ! {
     httpd::set_connection_child_signals();
     test_panic_point("child");
     // Before a byte is read: nothing vhost code could misuse stays open.
-    w.close_inherited_descriptors();
+    if let Err(e) = w.close_inherited_descriptors() {
+        ffi::log(
+            Level::Err,
+            0,
+            Server::main(),
+            &format!(
+                "connection child pid {}: {e}; dropping the connection unread",
+                pid()
+            ),
+        );
+        httpd::connection_child_exit(1)
+    }
     // Each connection child is a fresh "prefork child" for other modules.
     w.run_child_init();
     w.process_connection(sock);
@@ -555,11 +569,6 @@ pub fn post_perdir_config(r: Request) -> i32 {
             gid: t.gid,
             groups: t.groups.clone(),
             nice: d.nice,
-            max_bounding: if config::state().globals.enable_caps {
-                privileges::worker_capabilities()
-            } else {
-                Default::default()
-            },
         };
         privileges::become_vhost_user(&mut RealSys, &tgt, &allowed)
             .map(|sw| (t, sw))
@@ -628,6 +637,9 @@ fn refuse(r: Request, vhost: &str, e: &Refusal) -> i32 {
 /// The switch hook panicked (logged by the trampoline): the process may be
 /// half-switched, so fail the request and close the connection.
 pub fn switch_panicked(r: Request) -> i32 {
+    // First, with nothing that could panic again before it.
+    *conn_state() = ConnState::Failed;
+    r.conn().set_close();
     let vhost = format!("{}:{}", r.server().hostname(), r.conn().local_port());
     refuse(
         r,

@@ -20,9 +20,8 @@
 //! runs in every thread (its "setxid" broadcast for `setgroups`,
 //! `setresgid` and `setresuid`):
 //!
-//! * The bounding set is final before any thread exists: the worker limits
-//!   it in its sandbox (the four capabilities with `EnableCapabilities On`,
-//!   nothing with `Off`), and threads inherit it.
+//! * The bounding set is final before any thread exists: the worker empties
+//!   it in its sandbox, while it is still root, and threads inherit it.
 //! * The worker keeps uid 0 as its *saved* uid (real and effective are
 //!   `User` with `On`). At the switch, `setresuid(u, u, u)` takes the last 0
 //!   out of every thread's uids, and the kernel then clears the permitted,
@@ -69,6 +68,9 @@ pub trait Sys {
     fn limit_bounding_set(&mut self, keep: &CapsHashSet) -> io::Result<()>;
     /// `prctl(PR_SET_KEEPCAPS, on)`.
     fn set_keep_caps(&mut self, on: bool) -> io::Result<()>;
+    /// Empties the inheritable and ambient sets (effective and permitted
+    /// stay).
+    fn clear_inheritable(&mut self) -> io::Result<()>;
     /// `setgroups(groups)`.
     fn set_groups(&mut self, groups: &[u32]) -> io::Result<()>;
     /// `setresgid(gid, gid, gid)`.
@@ -80,7 +82,8 @@ pub trait Sys {
     fn set_uid_keep_saved(&mut self, uid: u32) -> io::Result<()>;
     /// Effective = permitted = `keep`; inheritable and ambient empty.
     fn set_caps(&mut self, keep: &CapsHashSet) -> io::Result<()>;
-    /// `setpriority(PRIO_PROCESS, 0, nice)`.
+    /// `setpriority(PRIO_PROCESS, tid, nice)` for every thread (the nice
+    /// value belongs to a thread on Linux).
     fn set_nice(&mut self, nice: i32) -> io::Result<()>;
     /// `prctl(PR_SET_DUMPABLE, 1)` (for CoreDumpDirectory).
     fn set_dumpable(&mut self) -> io::Result<()>;
@@ -100,6 +103,8 @@ pub struct TaskCreds {
     /// Real, effective, saved, filesystem.
     pub uids: [u32; 4],
     pub gids: [u32; 4],
+    /// Supplementary groups, as the kernel keeps them (sorted).
+    pub groups: Vec<u32>,
     pub cap_inh: u64,
     pub cap_prm: u64,
     pub cap_eff: u64,
@@ -124,10 +129,15 @@ impl TaskCreds {
             v.try_into().ok()
         };
         let caps = |name: &str| u64::from_str_radix(field(name)?, 16).ok();
+        let groups = field("Groups")?
+            .split_whitespace()
+            .map(|g| g.parse().ok())
+            .collect::<Option<Vec<u32>>>()?;
         Some(TaskCreds {
             tid,
             uids: ids("Uid")?,
             gids: ids("Gid")?,
+            groups,
             cap_inh: caps("CapInh")?,
             cap_prm: caps("CapPrm")?,
             cap_eff: caps("CapEff")?,
@@ -137,19 +147,18 @@ impl TaskCreds {
     }
 }
 
-/// The bit mask of a capability set, as `/proc` prints it.
-pub fn cap_mask(set: &CapsHashSet) -> u64 {
-    set.iter().fold(0, |m, c| m | c.bitmask())
-}
-
-/// After the switch: every task runs as `uid`/`gid` everywhere, holds no
-/// capability and at most `max_bounding` in its bounding set.
+/// After the switch: every task runs as `uid`/`gid` everywhere with exactly
+/// the supplementary `groups`, and holds no capability, not even in its
+/// bounding set.
 pub fn check_every_task(
     tasks: &[TaskCreds],
     uid: u32,
     gid: u32,
-    max_bounding: u64,
+    groups: &[u32],
 ) -> Result<(), PrivError> {
+    let mut want_groups = groups.to_vec();
+    want_groups.sort_unstable();
+    want_groups.dedup();
     let fail = |t: &TaskCreds, what: String| PrivError::TaskKeeps {
         tid: t.tid,
         threads: tasks.len(),
@@ -166,6 +175,12 @@ pub fn check_every_task(
         if t.uids.iter().any(|u| *u != uid) || t.gids.iter().any(|g| *g != gid) {
             return Err(fail(t, format!("uids {:?} gids {:?}", t.uids, t.gids)));
         }
+        let mut have = t.groups.clone();
+        have.sort_unstable();
+        have.dedup();
+        if have != want_groups {
+            return Err(fail(t, format!("supplementary groups {:?}", t.groups)));
+        }
         let held = t.cap_inh | t.cap_prm | t.cap_eff | t.cap_amb;
         if held != 0 {
             return Err(fail(
@@ -176,14 +191,8 @@ pub fn check_every_task(
                 ),
             ));
         }
-        if t.cap_bnd & !max_bounding != 0 {
-            return Err(fail(
-                t,
-                format!(
-                    "bounding set {:016x} (at most {max_bounding:016x} allowed)",
-                    t.cap_bnd
-                ),
-            ));
+        if t.cap_bnd != 0 {
+            return Err(fail(t, format!("bounding set {:016x}", t.cap_bnd)));
         }
     }
     Ok(())
@@ -293,8 +302,9 @@ pub fn enter_worker_sandbox<S: Sys>(sys: &mut S, plan: &WorkerPlan) -> Result<()
     if !plan.enable_caps {
         // EnableCapabilities Off: a root worker (NFS setups) restricted by
         // the filter alone, as in the C module. Its connection children
-        // will need these to switch and to empty their bounding set; a root
-        // stripped of them would start and then fail every request.
+        // will need these to switch; a root stripped of them would start
+        // and then fail every request. CAP_SETPCAP empties the bounding set
+        // just below.
         let missing = step(
             "read capabilities",
             sys.missing_caps(&root_worker_capabilities()),
@@ -304,28 +314,30 @@ pub fn enter_worker_sandbox<S: Sys>(sys: &mut S, plan: &WorkerPlan) -> Result<()
             names.sort();
             return Err(PrivError::MissingCaps(names));
         }
-        // Empty the bounding set now, before any module starts a thread
-        // (threads inherit it; each thread has its own): no setuid-root or
-        // file-capability program run after the switch regains anything.
-        // Root keeps its effective and permitted sets: the bounding set only
-        // limits what exec can give.
-        return step(
-            "empty capability bounding set",
-            sys.limit_bounding_set(&CapsHashSet::new()),
-        );
     }
-    let keep = worker_capabilities();
-    // Shrinking the bounding set needs CAP_SETPCAP, which only root holds:
-    // do it now. It caps what exec of a setuid or file-capability binary can
-    // ever give back to this process or its children.
+    // Empty the bounding set while we are root (it takes CAP_SETPCAP), and
+    // before any module can start a thread (each thread has its own and
+    // inherits its creator's). It leaves what we hold now; it caps what an
+    // exec can ever give: a setuid-root or file-capability program that vhost
+    // code runs after the switch gets no capability at all.
     step(
-        "limit capability bounding set",
-        sys.limit_bounding_set(&keep),
+        "empty capability bounding set",
+        sys.limit_bounding_set(&CapsHashSet::new()),
     )?;
     // The switch relies on the kernel clearing the capabilities of every
     // thread when the last uid 0 goes: make sure nothing asked it to keep
     // them (the flag is inherited by the threads modules start later).
     step("prctl(PR_SET_KEEPCAPS, 0)", sys.set_keep_caps(false))?;
+    if !plan.enable_caps {
+        // Root keeps its effective and permitted sets, but nothing
+        // inheritable or ambient (a service manager may have granted some),
+        // which no switch clears and the check after it would refuse.
+        return step(
+            "clear inheritable and ambient capabilities",
+            sys.clear_inheritable(),
+        );
+    }
+    let keep = worker_capabilities();
     // Groups before gid before uid: each needs the privilege the next drops.
     step("setgroups", sys.set_groups(&plan.groups))?;
     step("setresgid", sys.set_gid(plan.gid))?;
@@ -353,9 +365,6 @@ pub struct Target {
     pub groups: Vec<u32>,
     /// `NiceValue`, already clamped to -20..19.
     pub nice: Option<i32>,
-    /// What every thread's bounding set may still hold after the switch
-    /// (the worker's: its four capabilities, or nothing when it is root).
-    pub max_bounding: CapsHashSet,
 }
 
 /// The outcome of a successful switch.
@@ -407,12 +416,7 @@ pub fn become_vhost_user<S: Sys>(
     // glibc did not reach, or one that asked to keep its capabilities, fails
     // the request here, before any vhost code runs.
     let tasks = step("read /proc/self/task", sys.tasks())?;
-    check_every_task(
-        &tasks,
-        target.uid,
-        target.gid,
-        cap_mask(&target.max_bounding),
-    )?;
+    check_every_task(&tasks, target.uid, target.gid, &groups)?;
     Ok(Switched { dropped_groups })
 }
 
@@ -458,6 +462,17 @@ fn check_ids<S: Sys>(sys: &S, uids: [u32; 3], gid: u32) -> Result<(), PrivError>
 /// The real system calls.
 pub struct RealSys;
 
+/// The thread ids of this process.
+fn task_ids() -> io::Result<Vec<i32>> {
+    let mut ids = Vec::new();
+    for e in std::fs::read_dir("/proc/self/task")? {
+        if let Some(tid) = e?.file_name().to_str().and_then(|n| n.parse().ok()) {
+            ids.push(tid);
+        }
+    }
+    Ok(ids)
+}
+
 fn caps_err(e: caps::errors::CapsError) -> io::Error {
     io::Error::other(e.to_string())
 }
@@ -498,6 +513,11 @@ impl Sys for RealSys {
         check(unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, on as libc::c_ulong, 0, 0, 0) })
     }
 
+    fn clear_inheritable(&mut self) -> io::Result<()> {
+        caps::clear(None, CapSet::Inheritable).map_err(caps_err)?;
+        caps::clear(None, CapSet::Ambient).map_err(caps_err)
+    }
+
     fn set_groups(&mut self, groups: &[u32]) -> io::Result<()> {
         // SAFETY: the pointer and length describe a live slice of gid_t.
         check(unsafe { libc::setgroups(groups.len(), groups.as_ptr()) })
@@ -527,8 +547,19 @@ impl Sys for RealSys {
     }
 
     fn set_nice(&mut self, nice: i32) -> io::Result<()> {
-        // SAFETY: integer arguments only (setpriority returns 0 or -1).
-        check(unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) })
+        for tid in task_ids()? {
+            // SAFETY: integer arguments only (setpriority returns 0 or -1);
+            // a tid of this process names that thread.
+            let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
+            if rc == -1 {
+                let e = io::Error::last_os_error();
+                // the thread ended since the listing
+                if e.raw_os_error() != Some(libc::ESRCH) {
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn set_dumpable(&mut self) -> io::Result<()> {
@@ -553,15 +584,16 @@ impl Sys for RealSys {
 
     fn tasks(&self) -> io::Result<Vec<TaskCreds>> {
         let mut out = Vec::new();
-        for e in std::fs::read_dir("/proc/self/task")? {
-            let e = e?;
-            let Some(tid) = e.file_name().to_str().and_then(|n| n.parse().ok()) else {
-                continue;
-            };
-            let status = match std::fs::read_to_string(e.path().join("status")) {
+        for tid in task_ids()? {
+            let status = match std::fs::read_to_string(format!("/proc/self/task/{tid}/status")) {
                 Ok(s) => s,
                 // The thread ended between the listing and the read.
-                Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+                Err(err)
+                    if err.kind() == io::ErrorKind::NotFound
+                        || err.raw_os_error() == Some(libc::ESRCH) =>
+                {
+                    continue;
+                }
                 Err(err) => return Err(err),
             };
             out.push(TaskCreds::parse(tid, &status).ok_or_else(|| {
@@ -589,6 +621,8 @@ mod tests {
         caps: CapsHashSet,
         /// Other threads `tasks` reports.
         extra_tasks: Vec<TaskCreds>,
+        /// The supplementary groups as set.
+        groups: Vec<u32>,
     }
 
     impl Recorder {
@@ -614,8 +648,13 @@ mod tests {
         fn set_keep_caps(&mut self, on: bool) -> io::Result<()> {
             self.rec(format!("keepcaps {on}"), "keepcaps")
         }
+        fn clear_inheritable(&mut self) -> io::Result<()> {
+            self.rec("clear inheritable".into(), "inheritable")
+        }
         fn set_groups(&mut self, g: &[u32]) -> io::Result<()> {
-            self.rec(format!("setgroups {g:?}"), "setgroups")
+            self.rec(format!("setgroups {g:?}"), "setgroups")?;
+            self.groups = g.to_vec();
+            Ok(())
         }
         fn set_gid(&mut self, gid: u32) -> io::Result<()> {
             self.rec(format!("setgid {gid}"), "setgid")?;
@@ -655,6 +694,7 @@ mod tests {
                 tid: 1,
                 uids: [self.uids[0]; 4],
                 gids: [self.gid; 4],
+                groups: self.groups.clone(),
                 ..Default::default()
             };
             main.uids[2] = self.uids[2];
@@ -699,7 +739,7 @@ mod tests {
             r.steps,
             [
                 "filter",
-                "bounding 4",
+                "bounding 0",
                 "keepcaps false",
                 "setgroups [33]",
                 "setgid 33",
@@ -723,8 +763,18 @@ mod tests {
         p.uid = 0;
         p.gid = 0;
         enter_worker_sandbox(&mut r, &p).unwrap();
-        // the bounding set is emptied before any thread can exist
-        assert_eq!(r.steps, ["no_new_privs", "filter", "bounding 0"]);
+        // the bounding set is emptied before any thread can exist; root
+        // keeps its own capabilities but nothing inheritable or ambient
+        assert_eq!(
+            r.steps,
+            [
+                "no_new_privs",
+                "filter",
+                "bounding 0",
+                "keepcaps false",
+                "clear inheritable"
+            ]
+        );
     }
 
     #[test]
@@ -763,7 +813,6 @@ mod tests {
             gid: 1500,
             groups: vec![0, 1500, 1600, 5000],
             nice: Some(5),
-            max_bounding: worker_capabilities(),
         };
         let s = become_vhost_user(&mut r, &t, &allowed()).unwrap();
         assert_eq!(s.dropped_groups, vec![0, 5000]);
@@ -785,7 +834,6 @@ mod tests {
             gid: 1500,
             groups: vec![1500],
             nice: None,
-            max_bounding: worker_capabilities(),
         }
     }
 
@@ -794,7 +842,7 @@ mod tests {
             tid,
             uids: [1500; 4],
             gids: [1500; 4],
-            cap_bnd: cap_mask(&worker_capabilities()),
+            groups: vec![1500],
             ..Default::default()
         }
     }
@@ -824,24 +872,27 @@ mod tests {
     }
 
     #[test]
-    fn a_thread_with_a_wider_bounding_set_or_another_uid_fails_the_switch() {
+    fn a_thread_with_a_bounding_set_or_another_identity_fails_the_switch() {
         let mut t = thread(9);
-        t.cap_bnd = 0x1ff_ffff_ffff;
+        t.cap_bnd = 0x80_00c4;
         let e = become_vhost_user(&mut with_thread(t), &target(), &allowed()).unwrap_err();
-        assert!(e.to_string().contains("bounding set"), "{e}");
+        assert!(
+            e.to_string().contains("bounding set 00000000008000c4"),
+            "{e}"
+        );
 
         let mut t = thread(9);
         t.uids = [1500, 1500, 0, 1500];
         let e = become_vhost_user(&mut with_thread(t), &target(), &allowed()).unwrap_err();
         assert!(e.to_string().contains("uids [1500, 1500, 0, 1500]"), "{e}");
 
-        // with EnableCapabilities Off nothing may stay in the bounding set
-        let mut off = target();
-        off.max_bounding = CapsHashSet::new();
-        assert!(become_vhost_user(&mut with_thread(thread(9)), &off, &allowed()).is_err());
         let mut t = thread(9);
-        t.cap_bnd = 0;
-        become_vhost_user(&mut with_thread(t), &off, &allowed()).unwrap();
+        t.groups = vec![0, 1500];
+        let e = become_vhost_user(&mut with_thread(t), &target(), &allowed()).unwrap_err();
+        assert!(
+            e.to_string().contains("supplementary groups [0, 1500]"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -855,16 +906,16 @@ mod tests {
 
     #[test]
     fn task_status_parses() {
-        let status = "Name:\tapache2\nUid:\t1500\t1500\t0\t1500\nGid:\t33\t33\t33\t33\n\
+        let status = "Name:\tapache2\nUid:\t1500\t1500\t0\t1500\nGid:\t33\t33\t33\t33\nGroups:\t33 1600 \n\
             CapInh:\t0000000000000000\nCapPrm:\t00000000008000c4\nCapEff:\t00000000008000c4\n\
             CapBnd:\t000001ffffffffff\nCapAmb:\t0000000000000000\n";
         let t = TaskCreds::parse(42, status).unwrap();
         assert_eq!(t.uids, [1500, 1500, 0, 1500]);
         assert_eq!(t.gids, [33; 4]);
+        assert_eq!(t.groups, [33, 1600]);
         assert_eq!(t.cap_prm, 0x80_00c4);
         assert_eq!(t.cap_bnd, 0x1ff_ffff_ffff);
         assert!(TaskCreds::parse(1, "Uid:\t1 2 3\n").is_none());
-        assert_eq!(cap_mask(&worker_capabilities()), 0x80_00c4);
     }
 
     #[test]
@@ -882,7 +933,6 @@ mod tests {
                 gid,
                 groups: vec![],
                 nice: None,
-                max_bounding: worker_capabilities(),
             };
             assert!(become_vhost_user(&mut r, &t, &allowed()).is_err());
             assert!(r.steps.is_empty(), "{uid}/{gid}: {:?}", r.steps);
@@ -894,7 +944,6 @@ mod tests {
             gid: 33,
             groups: vec![33],
             nice: None,
-            max_bounding: worker_capabilities(),
         };
         become_vhost_user(&mut r, &t, &allowed()).unwrap();
     }
@@ -913,6 +962,9 @@ mod tests {
                 Ok(())
             }
             fn set_keep_caps(&mut self, _: bool) -> io::Result<()> {
+                Ok(())
+            }
+            fn clear_inheritable(&mut self) -> io::Result<()> {
                 Ok(())
             }
             fn set_groups(&mut self, _: &[u32]) -> io::Result<()> {
@@ -953,7 +1005,6 @@ mod tests {
             gid: 1500,
             groups: vec![],
             nice: None,
-            max_bounding: worker_capabilities(),
         };
         assert!(matches!(
             become_vhost_user(&mut l, &t, &allowed()),

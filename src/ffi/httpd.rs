@@ -1197,12 +1197,16 @@ impl Worker {
     /// In a freshly forked connection child: closes every descriptor vhost
     /// code has no business holding (the listening sockets, the pipe of
     /// death, the accept mutex) before a byte of the request is read.
-    pub fn close_inherited_descriptors(&self) {
-        close_inherited_descriptors_of(self.bucket);
+    ///
+    /// Fails (the caller drops the connection unread) if an accept mutex
+    /// could not be taken out of reach.
+    pub fn close_inherited_descriptors(&self) -> Result<(), String> {
+        close_inherited_descriptors_of(self.bucket)?;
         // The worker's epoll instance still watches the listeners.
         // SAFETY: the pollset belongs to this process's copy of pchild and
         // is never used again here.
         unsafe { sys::apr_pollset_destroy(self.pollset) };
+        Ok(())
     }
 
     /// Runs the connection (create_connection, process_connection,
@@ -1239,7 +1243,7 @@ impl Worker {
     }
 }
 
-fn close_inherited_descriptors_of(bucket: usize) {
+fn close_inherited_descriptors_of(bucket: usize) -> Result<(), String> {
     close_all_listeners();
     let b = buckets();
     for (i, bk) in b.0.iter().enumerate() {
@@ -1249,12 +1253,13 @@ fn close_inherited_descriptors_of(bucket: usize) {
                 sys::ap_close_listeners_ex(bk.listeners);
             }
             sys::ap_mpm_pod_close(bk.pod);
-            close_mutex_descriptor(bk.mutex);
+            close_mutex_descriptor(bk.mutex)?;
             if !bk.worker_mutex.is_null() && bk.worker_mutex != bk.mutex {
-                close_mutex_descriptor(bk.worker_mutex);
+                close_mutex_descriptor(bk.worker_mutex)?;
             }
         }
     }
+    Ok(())
 }
 
 /// Takes this process's handle on an accept mutex out of reach of vhost code
@@ -1262,17 +1267,22 @@ fn close_inherited_descriptors_of(bucket: usize) {
 /// cleanups, which still run on it when pchild is destroyed at exit
 /// (`BufferedLogs On`), find something harmless to touch.
 ///
+/// Fails if the lock stays within reach.
+///
 /// # Safety
 /// `m` must be a live apr_proc_mutex_t of this process, never locked again.
-unsafe fn close_mutex_descriptor(m: *mut sys::apr_proc_mutex_t) {
+unsafe fn close_mutex_descriptor(m: *mut sys::apr_proc_mutex_t) -> Result<(), String> {
     if m.is_null() {
-        return;
+        return Ok(());
     }
     let mut os: sys::apr_os_proc_mutex_t = Default::default();
     let mut mech: sys::apr_lockmech_e = 0;
     // SAFETY: out-parameters are valid locals; the caller guarantees `m`.
-    if unsafe { sys::apr_os_proc_mutex_get_ex(&mut os, m, &mut mech) } != 0 {
-        return;
+    let rv = unsafe { sys::apr_os_proc_mutex_get_ex(&mut os, m, &mut mech) };
+    if rv != 0 {
+        return Err(format!(
+            "cannot read the accept mutex's handle (status {rv})"
+        ));
     }
     match mech {
         sys::apr_lockmech_e_APR_LOCK_FCNTL | sys::apr_lockmech_e_APR_LOCK_FLOCK
@@ -1282,25 +1292,34 @@ unsafe fn close_mutex_descriptor(m: *mut sys::apr_proc_mutex_t) {
             // so APR's own cleanup (flock's child handle registers one) can
             // never close a file that later reused the number.
             // SAFETY: plain descriptor calls on this process's table.
-            unsafe {
+            let replaced = unsafe {
                 let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+                let ok = null >= 0 && libc::dup3(null, os.crossproc, libc::O_CLOEXEC) >= 0;
                 if null >= 0 {
-                    libc::dup3(null, os.crossproc, libc::O_CLOEXEC);
                     libc::close(null);
                 }
+                ok
+            };
+            if !replaced {
+                return Err(format!(
+                    "cannot replace the accept mutex's descriptor {}: {}",
+                    os.crossproc,
+                    std::io::Error::last_os_error()
+                ));
             }
+            Ok(())
         }
         sys::apr_lockmech_e_APR_LOCK_PROC_PTHREAD if !os.pthread_interproc.is_null() => {
             // SAFETY: APR maps the process-shared mutex alone on its page.
-            unsafe { replace_shared_page(os.pthread_interproc as *mut c_void) };
+            unsafe { replace_shared_page(os.pthread_interproc as *mut c_void) }
         }
         sys::apr_lockmech_e_APR_LOCK_POSIXSEM if !os.psem_interproc.is_null() => {
             // SAFETY: sem_open maps the named semaphore alone on its page.
-            unsafe { replace_shared_page(os.psem_interproc as *mut c_void) };
+            unsafe { replace_shared_page(os.psem_interproc as *mut c_void) }
         }
         // SysV semaphores have no descriptor or mapping (the id is owned by
         // User, mode 0600).
-        _ => {}
+        _ => Ok(()),
     }
 }
 
@@ -1313,14 +1332,14 @@ unsafe fn close_mutex_descriptor(m: *mut sys::apr_proc_mutex_t) {
 /// # Safety
 /// `addr` must lie in a page that nothing in this process uses again except
 /// such cleanups.
-unsafe fn replace_shared_page(addr: *mut c_void) {
+unsafe fn replace_shared_page(addr: *mut c_void) -> Result<(), String> {
     // SAFETY: sysconf has no memory effects.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
     let start = (addr as usize & !(page - 1)) as *mut c_void;
     // SAFETY: MAP_FIXED over exactly one page of ours, as the caller
-    // guarantees; a failure leaves the shared page mapped (logged by nobody,
-    // but never unmapped: no later fault).
-    unsafe {
+    // guarantees; on failure the shared page stays mapped and the caller
+    // drops the connection.
+    let p = unsafe {
         libc::mmap(
             start,
             page,
@@ -1328,8 +1347,15 @@ unsafe fn replace_shared_page(addr: *mut c_void) {
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
             -1,
             0,
-        );
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(format!(
+            "cannot replace the accept mutex's shared page: {}",
+            std::io::Error::last_os_error()
+        ));
     }
+    Ok(())
 }
 
 /// The worker's pchild (in a connection child: its copy).
