@@ -19,7 +19,7 @@ use crate::ffi::{
     self, HTTP_INTERNAL_SERVER_ERROR, HTTP_SERVICE_UNAVAILABLE, Level, OK, Pool, Request, Server,
 };
 use mpm_itk_core::ids::{self, Identity};
-use mpm_itk_core::privileges::{self, PrivError, RealSys, Target, WorkerPlan};
+use mpm_itk_core::privileges::{self, PrivError, RealSys, Sys, Target, WorkerPlan};
 use mpm_itk_core::ranges::Allowed;
 use mpm_itk_core::seccomp;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -300,24 +300,48 @@ fn connection_child(w: &Worker, sock: &Accepted) -> ! {
     }
     // Each connection child is a fresh "prefork child" for other modules.
     w.run_child_init();
+    test_thread_keeping_caps();
     w.process_connection(sock);
     httpd::connection_child_exit(0)
 }
 
-/// A test-only switch: with `MPM_ITK_TEST_PANIC=<dir>` in httpd's
-/// environment, the first process to reach `point` ("worker": a worker that
-/// just accepted a connection; "child": a fresh connection child; "switch":
-/// the switch hook) while the file `<dir>/<point>` exists removes it and
-/// panics. Tests use it to check that a panic stays in its process. Only
-/// whoever sets httpd's environment can turn it on.
-pub fn test_panic_point(point: &str) {
+/// The test-only switch: with `MPM_ITK_TEST_HOOKS=<dir>` in httpd's
+/// environment, the first process to reach `point` while the file
+/// `<dir>/<point>` exists removes it and gets true. Tests use it to inject
+/// failures a correct configuration never produces. Only whoever sets
+/// httpd's environment can turn it on.
+fn test_trigger(point: &str) -> bool {
     static DIR: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
-    let dir = DIR.get_or_init(|| std::env::var_os("MPM_ITK_TEST_PANIC").map(Into::into));
-    if let Some(d) = dir {
-        if std::fs::remove_file(d.join(point)).is_ok() {
-            panic!("test panic injected at {point} (MPM_ITK_TEST_PANIC)");
-        }
+    let dir = DIR.get_or_init(|| std::env::var_os("MPM_ITK_TEST_HOOKS").map(Into::into));
+    dir.as_ref()
+        .is_some_and(|d| std::fs::remove_file(d.join(point)).is_ok())
+}
+
+/// Test hook: panics at `point` ("worker": a worker that just accepted a
+/// connection; "child": a fresh connection child; "switch": the switch
+/// hook), to check that a panic stays in its process.
+pub fn test_panic_point(point: &str) {
+    if test_trigger(point) {
+        panic!("test panic injected at {point} (MPM_ITK_TEST_HOOKS)");
     }
+}
+
+/// Test hook "thread-keeps-caps": after child_init, starts a thread that
+/// asks the kernel to keep its capabilities across uid changes, as a
+/// careless module could; the check after the switch must then fail the
+/// request.
+fn test_thread_keeping_caps() {
+    if !test_trigger("thread-keeps-caps") {
+        return;
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(privileges::RealSys.set_keep_caps(true));
+        loop {
+            std::thread::park();
+        }
+    });
+    let _ = rx.recv();
 }
 
 /// The slot's connection is over (child reaped, or worker died).

@@ -2,7 +2,7 @@
 //! switch fails closed; NiceValue holds for every request of a keep-alive
 //! connection.
 //!
-//! Panics are injected through the test-only switch `MPM_ITK_TEST_PANIC`
+//! Panics are injected through the test-only switch `MPM_ITK_TEST_HOOKS`
 //! (a directory in httpd's environment: the first process to reach a point
 //! whose file exists there removes it and panics).
 
@@ -24,7 +24,7 @@ fn panic_server(user: &TestUser) -> (Server, PathBuf) {
     let da = setup.docroot("a");
     write(&da.join("who.php"), WHOAMI_PHP, 0o644);
     let srv = setup
-        .env("MPM_ITK_TEST_PANIC", dir.display().to_string())
+        .env("MPM_ITK_TEST_HOOKS", dir.display().to_string())
         .vhost(
             VHost::new("alice.test")
                 .line(format!("DocumentRoot {}", da.display()))

@@ -160,7 +160,7 @@ pub struct Setup {
     pub vhosts: Vec<VHost>,
     pub load_prefork_too: bool,
     /// Extra environment variables for httpd (e.g. the test-only
-    /// `MPM_ITK_TEST_PANIC`).
+    /// `MPM_ITK_TEST_HOOKS`).
     pub env: Vec<(String, String)>,
 }
 
