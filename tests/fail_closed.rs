@@ -10,21 +10,15 @@ mod harness;
 use harness::*;
 use std::io::Write;
 use std::net::TcpStream;
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// A server with a panic directory, one vhost as `user`.
 fn panic_server(user: &TestUser) -> (Server, PathBuf) {
-    let setup = Setup::new();
-    let dir = setup.dir.join("panic");
-    std::fs::create_dir_all(&dir).unwrap();
-    // the workers (User) remove the trigger files
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (setup, dir) = Setup::new().with_test_hooks();
     let da = setup.docroot("a");
     write(&da.join("who.php"), WHOAMI_PHP, 0o644);
     let srv = setup
-        .env("MPM_ITK_TEST_HOOKS", dir.display().to_string())
         .vhost(
             VHost::new("alice.test")
                 .line(format!("DocumentRoot {}", da.display()))
@@ -136,22 +130,9 @@ fn a_panic_in_the_switch_fails_the_request_and_closes_the_connection() {
     let alice = TestUser::create(false);
     let (srv, dir) = panic_server(&alice);
     write(&dir.join("switch"), "", 0o666);
-    let mut s = srv.connect();
-    write!(s, "GET /who.php HTTP/1.1\r\nHost: alice.test\r\n\r\n").unwrap();
-    let r = read_response(&mut s).expect("an answer to the first request");
-    assert_eq!(r.status, 500, "{}", r.body);
-    assert_eq!(
-        r.headers.get("connection").map(String::as_str),
-        Some("close"),
-        "{:?}",
-        r.headers
-    );
-    // no later request on this connection: the switch is never retried
-    let _ = write!(s, "GET /who.php HTTP/1.1\r\nHost: alice.test\r\n\r\n");
-    assert!(
-        read_response(&mut s).is_err(),
-        "a second request on the failed connection was answered"
-    );
+    // 500, and no later request on this connection: the switch is never
+    // retried
+    expect_failed_closed(&srv, "alice.test", "/who.php");
     let log = srv.error_log();
     assert!(
         log.contains("internal error in post_perdir_config")

@@ -160,7 +160,7 @@ pub struct Setup {
     pub vhosts: Vec<VHost>,
     pub load_prefork_too: bool,
     /// Extra environment variables for httpd (e.g. the test-only
-    /// `MPM_ITK_TEST_HOOKS`).
+    /// `MPM_ITK_TEST_HOOKS`, see `with_test_hooks`).
     pub env: Vec<(String, String)>,
 }
 
@@ -186,6 +186,17 @@ impl Setup {
     pub fn env(mut self, k: &str, v: impl Into<String>) -> Setup {
         self.env.push((k.into(), v.into()));
         self
+    }
+
+    /// Turns on the test-only hooks (`MPM_ITK_TEST_HOOKS`): returns the
+    /// directory in which a file named after a hook point triggers it once.
+    /// Mode 0777: workers and connection children (User) remove the files.
+    pub fn with_test_hooks(self) -> (Setup, PathBuf) {
+        let dir = self.dir.join("hooks");
+        fs::create_dir_all(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+        let s = self.env("MPM_ITK_TEST_HOOKS", dir.display().to_string());
+        (s, dir)
     }
 
     /// `LoadModule name_module mod_name.so` for each name, unless already
@@ -312,6 +323,28 @@ impl Setup {
         }
         srv
     }
+}
+
+/// Sends `GET path` for `host` on a new connection and expects it to fail
+/// closed: a 500 with `Connection: close`, and no answer to a second
+/// request on the same connection. Returns the 500.
+pub fn expect_failed_closed(srv: &Server, host: &str, path: &str) -> Response {
+    let mut s = srv.connect();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").unwrap();
+    let r = read_response(&mut s).expect("an answer to the first request");
+    assert_eq!(r.status, 500, "{}\n{}", r.body, srv.error_log());
+    assert_eq!(
+        r.headers.get("connection").map(String::as_str),
+        Some("close"),
+        "{:?}",
+        r.headers
+    );
+    let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    assert!(
+        read_response(&mut s).is_err(),
+        "a second request on the failed connection was answered"
+    );
+    r
 }
 
 /// A parsed HTTP response.
