@@ -39,6 +39,10 @@ impl Tuning {
 pub struct Globals {
     pub uid_range: IdRange,
     pub gid_range: IdRange,
+    /// Whether LimitUIDRange / LimitGIDRange were given (then they also
+    /// admit system ids chosen by the expressions).
+    pub uid_range_explicit: bool,
+    pub gid_range_explicit: bool,
     pub enable_caps: bool,
     pub no_new_privs: bool,
 }
@@ -48,6 +52,8 @@ impl Globals {
         Globals {
             uid_range: DEFAULT_RANGE,
             gid_range: DEFAULT_RANGE,
+            uid_range_explicit: false,
+            gid_range_explicit: false,
             enable_caps: true,
             no_new_privs: false,
         }

@@ -20,7 +20,7 @@ use crate::ffi::{
 };
 use mpm_itk_core::ids::{self, Identity};
 use mpm_itk_core::privileges::{self, PrivError, RealSys, Sys, Target, WorkerPlan};
-use mpm_itk_core::ranges::Allowed;
+use mpm_itk_core::ranges::{self, Allowed, ExprPolicy};
 use mpm_itk_core::seccomp;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -32,6 +32,8 @@ struct Prepared {
     /// `User`/`Group` with the user's supplementary groups.
     server: Identity,
     allowed: Allowed,
+    /// Who AssignUserIDExpr / AssignGroupIDExpr may choose.
+    expr_policy: ExprPolicy,
     filter: Vec<seccompiler::sock_filter>,
 }
 
@@ -135,9 +137,26 @@ fn prepare() -> Result<Prepared, String> {
     }
     let filter =
         seccomp::build(&allowed).map_err(|e| format!("cannot build the seccomp filter: {e}"))?;
+    let login_defs = std::fs::read_to_string("/etc/login.defs").unwrap_or_default();
+    let id_min = |key| ranges::login_defs_value(&login_defs, key).unwrap_or(ranges::DEFAULT_ID_MIN);
+    let expr_policy = ExprPolicy {
+        uid_min: id_min("UID_MIN"),
+        gid_min: id_min("GID_MIN"),
+        explicit_uids: st
+            .globals
+            .uid_range_explicit
+            .then_some(st.globals.uid_range),
+        explicit_gids: st
+            .globals
+            .gid_range_explicit
+            .then_some(st.globals.gid_range),
+        server_uid: uid,
+        server_gid: gid,
+    };
     Ok(Prepared {
         server,
         allowed,
+        expr_policy,
         filter,
     })
 }
@@ -413,7 +432,12 @@ fn describe(e: &Refusal) -> String {
 
 /// The identity this request must run as: AssignUserID (or User/Group),
 /// overridden by the expressions.
-fn resolve_target(r: Request, d: &config::DirConf, server: &Identity) -> Result<Identity, Refusal> {
+fn resolve_target(
+    r: Request,
+    d: &config::DirConf,
+    server: &Identity,
+    policy: &ExprPolicy,
+) -> Result<Identity, Refusal> {
     let mut id = match d.identity {
         Some(i) => config::state()
             .identities
@@ -430,11 +454,15 @@ fn resolve_target(r: Request, d: &config::DirConf, server: &Identity) -> Result<
         let name = r
             .eval(e)
             .map_err(|e| Refusal::Expr(format!("AssignUserIDExpr failed: {e}")))?;
-        id = ids::resolve_user_name(&name, id.gid).map_err(|e| {
+        let (user, known) = ids::resolve_user_name(&name, id.gid).map_err(|e| {
             Refusal::Expr(format!(
                 "AssignUserIDExpr returned '{name}', which is not a valid user name ({e})"
             ))
         })?;
+        policy
+            .check_uid(user.uid, known)
+            .map_err(|e| Refusal::Expr(format!("AssignUserIDExpr returned '{name}': {e}")))?;
+        id = user;
     }
     if let Some(e) = d.gid_expr {
         let name = r
@@ -445,6 +473,11 @@ fn resolve_target(r: Request, d: &config::DirConf, server: &Identity) -> Result<
                 "AssignGroupIDExpr returned '{name}', which is not a valid group name ({e})"
             ))
         })?;
+        let known = ids::group_exists(gid)
+            .map_err(|e| Refusal::Expr(format!("AssignGroupIDExpr returned '{name}': {e}")))?;
+        policy
+            .check_gid(gid, known)
+            .map_err(|e| Refusal::Expr(format!("AssignGroupIDExpr returned '{name}': {e}")))?;
         let user = (id.uid != server.uid || d.identity.is_some() || d.uid_expr.is_some())
             .then_some(id.user.as_str());
         id.groups = ids::supplementary_groups(user, gid).unwrap_or_else(|_| vec![gid]);
@@ -497,8 +530,8 @@ pub fn post_perdir_config(r: Request) -> i32 {
             ),
         );
     };
-    let (server, allowed) = match prepared().as_ref() {
-        Some(p) => (p.server.clone(), p.allowed.clone()),
+    let (server, allowed, policy) = match prepared().as_ref() {
+        Some(p) => (p.server.clone(), p.allowed.clone(), p.expr_policy.clone()),
         None => {
             return refuse(
                 r,
@@ -507,7 +540,7 @@ pub fn post_perdir_config(r: Request) -> i32 {
             );
         }
     };
-    let target = resolve_target(r, &d, &server);
+    let target = resolve_target(r, &d, &server, &policy);
 
     if let ConnState::Switched {
         uid,

@@ -51,13 +51,14 @@ impl Privs {
     /// A row of the table: the same id four times (real, effective, saved,
     /// filesystem); CapEff = CapPrm = `caps`.
     /// The worker's row (and a connection child's before the switch) with
-    /// EnableCapabilities On: real, effective and filesystem uid `User`, the
-    /// saved uid 0, so that the switch is a change away from root and the
-    /// kernel clears every thread's capabilities; the four capabilities,
-    /// and an empty bounding set (README, "Privileges").
+    /// EnableCapabilities On: effective and filesystem uid `User`, real and
+    /// saved uid 0, so that the switch is a change away from root (the
+    /// kernel clears every thread's capabilities) and code running as User
+    /// cannot signal it; the four capabilities, and an empty bounding set
+    /// (README, "Privileges").
     fn worker_row(nnp: u8) -> Privs {
         Privs {
-            uid: "33 33 0 33".into(),
+            uid: "0 33 0 33".into(),
             ..Privs::row((33, 33), FOUR_CAPS, NO_CAPS, 2, nnp)
         }
     }

@@ -107,16 +107,28 @@ pub fn resolve_identity(user: &str, group: &str) -> Result<Identity, IdError> {
 }
 
 /// A user name produced by `AssignUserIDExpr`: uid and the user's groups
-/// with `gid` as the primary group.
-pub fn resolve_user_name(name: &str, gid: u32) -> Result<Identity, IdError> {
+/// with `gid` as the primary group, and whether the user database knows the
+/// uid (a `#uid` may have no account).
+pub fn resolve_user_name(name: &str, gid: u32) -> Result<(Identity, bool), IdError> {
     let (uid, real, _) = resolve_user(name)?;
+    let known = real.is_some();
     let groups = supplementary_groups(real.as_deref(), gid)?;
-    Ok(Identity {
-        user: real.unwrap_or_else(|| name.to_string()),
-        uid,
-        gid,
-        groups,
-    })
+    Ok((
+        Identity {
+            user: real.unwrap_or_else(|| name.to_string()),
+            uid,
+            gid,
+            groups,
+        },
+        known,
+    ))
+}
+
+/// Does the group database know `gid`?
+pub fn group_exists(gid: u32) -> Result<bool, IdError> {
+    Group::from_gid(Gid::from_raw(gid))
+        .map(|g| g.is_some())
+        .map_err(|e| IdError::Lookup(e.to_string()))
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@
 //!
 //! * The bounding set is final before any thread exists: the worker empties
 //!   it in its sandbox, while it is still root, and threads inherit it.
-//! * The worker keeps uid 0 as its *saved* uid (real and effective are
+//! * The worker keeps uid 0 as its real and saved uid (the effective uid is
 //!   `User` with `On`). At the switch, `setresuid(u, u, u)` takes the last 0
 //!   out of every thread's uids, and the kernel then clears the permitted,
 //!   effective and ambient sets of each thread that makes the call
@@ -77,9 +77,9 @@ pub trait Sys {
     fn set_gid(&mut self, gid: u32) -> io::Result<()>;
     /// `setresuid(uid, uid, uid)`.
     fn set_uid(&mut self, uid: u32) -> io::Result<()>;
-    /// `setresuid(uid, uid, -1)`: real and effective uid, the saved uid
-    /// stays (root, in a worker).
-    fn set_uid_keep_saved(&mut self, uid: u32) -> io::Result<()>;
+    /// `setresuid(-1, uid, -1)`: the effective (and filesystem) uid only;
+    /// real and saved stay (root, in a worker).
+    fn set_euid(&mut self, uid: u32) -> io::Result<()>;
     /// Effective = permitted = `keep`; inheritable and ambient empty.
     fn set_caps(&mut self, keep: &CapsHashSet) -> io::Result<()>;
     /// `setpriority(PRIO_PROCESS, tid, nice)` for every thread (the nice
@@ -341,12 +341,16 @@ pub fn enter_worker_sandbox<S: Sys>(sys: &mut S, plan: &WorkerPlan) -> Result<()
     // Groups before gid before uid: each needs the privilege the next drops.
     step("setgroups", sys.set_groups(&plan.groups))?;
     step("setresgid", sys.set_gid(plan.gid))?;
-    // Real and effective uid become User; the saved uid stays 0. That keeps
-    // the permitted set across this call (the effective set is cleared), and
-    // makes the vhost switch a change away from root, at which the kernel
-    // clears the capabilities of every thread (see the module docs). The
-    // filter refuses 0 in every set*id call: it can never come back.
-    step("setresuid", sys.set_uid_keep_saved(plan.uid))?;
+    // The effective (and so filesystem) uid becomes User; the real and
+    // saved uids stay 0. That keeps the permitted set across this call (the
+    // effective set is cleared); it makes the vhost switch a change away
+    // from root, at which the kernel clears the capabilities of every
+    // thread (see the module docs); and no process of another uid can
+    // signal a worker: kill(2) needs the sender's real or effective uid to
+    // match the target's real or saved uid, so code running as `User`
+    // (vhosts without AssignUserID) cannot stop the server. The filter
+    // refuses 0 in every set*id call: root can never come back.
+    step("setresuid", sys.set_euid(plan.uid))?;
     // Now an ordinary user: make exactly the four capabilities effective and
     // permitted; nothing inheritable or ambient, so no exec'd program gets any.
     step("set capabilities", sys.set_caps(&keep))?;
@@ -354,7 +358,7 @@ pub fn enter_worker_sandbox<S: Sys>(sys: &mut S, plan: &WorkerPlan) -> Result<()
         // setuid cleared the dumpable flag; CoreDumpDirectory wants it back.
         step("prctl(PR_SET_DUMPABLE)", sys.set_dumpable())?;
     }
-    check_ids(sys, [plan.uid, plan.uid, 0], plan.gid)
+    check_ids(sys, [0, plan.uid, 0], plan.gid)
 }
 
 /// Who a connection child becomes.
@@ -402,8 +406,8 @@ pub fn become_vhost_user<S: Sys>(
     // Groups, gid, uid: each call needs the capability the next one takes
     // away (CAP_SETGID for the first two, CAP_SETUID for the last). glibc
     // runs each of them in every thread of the process. The setresuid takes
-    // the last uid 0 away (the worker's saved uid, or all three with
-    // EnableCapabilities Off), so the kernel clears every thread's
+    // the last uid 0 away (the worker's real and saved uids, or all three
+    // with EnableCapabilities Off), so the kernel clears every thread's
     // permitted, effective and ambient sets as it runs there.
     step("setgroups", sys.set_groups(&groups))?;
     step("setresgid", sys.set_gid(target.gid))?;
@@ -453,7 +457,7 @@ fn check_ids<S: Sys>(sys: &S, uids: [u32; 3], gid: u32) -> Result<(), PrivError>
         Ok(())
     } else {
         Err(PrivError::Mismatch {
-            want: (uids[0], gid),
+            want: (uids[1], gid),
             got,
         })
     }
@@ -533,9 +537,9 @@ impl Sys for RealSys {
         check(unsafe { libc::setresuid(uid, uid, uid) })
     }
 
-    fn set_uid_keep_saved(&mut self, uid: u32) -> io::Result<()> {
-        // SAFETY: integer arguments only (-1: leave the saved uid).
-        check(unsafe { libc::setresuid(uid, uid, u32::MAX) })
+    fn set_euid(&mut self, uid: u32) -> io::Result<()> {
+        // SAFETY: integer arguments only (-1: leave the real and saved uid).
+        check(unsafe { libc::setresuid(u32::MAX, uid, u32::MAX) })
     }
 
     fn set_caps(&mut self, keep: &CapsHashSet) -> io::Result<()> {
@@ -666,9 +670,8 @@ mod tests {
             self.uids = [uid; 3];
             Ok(())
         }
-        fn set_uid_keep_saved(&mut self, uid: u32) -> io::Result<()> {
-            self.rec(format!("setuid {uid} keep saved"), "setuid")?;
-            self.uids[0] = uid;
+        fn set_euid(&mut self, uid: u32) -> io::Result<()> {
+            self.rec(format!("seteuid {uid}"), "setuid")?;
             self.uids[1] = uid;
             Ok(())
         }
@@ -743,13 +746,14 @@ mod tests {
                 "keepcaps false",
                 "setgroups [33]",
                 "setgid 33",
-                "setuid 33 keep saved",
+                "seteuid 33",
                 "caps 4",
             ]
         );
-        // real and effective User, saved root: the switch is a change away
-        // from uid 0, which clears every thread's capabilities
-        assert_eq!(r.uids, [33, 33, 0]);
+        // effective User, real and saved root: the switch is a change away
+        // from uid 0, which clears every thread's capabilities, and User
+        // cannot signal the worker
+        assert_eq!(r.uids, [0, 33, 0]);
     }
 
     #[test]
@@ -977,7 +981,7 @@ mod tests {
             fn set_uid(&mut self, _: u32) -> io::Result<()> {
                 Ok(())
             }
-            fn set_uid_keep_saved(&mut self, _: u32) -> io::Result<()> {
+            fn set_euid(&mut self, _: u32) -> io::Result<()> {
                 Ok(())
             }
             fn set_caps(&mut self, _: &CapsHashSet) -> io::Result<()> {

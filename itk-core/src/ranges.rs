@@ -93,9 +93,161 @@ impl Allowed {
     }
 }
 
+/// `UID_MIN` / `GID_MIN` of `/etc/login.defs` when it does not say (the
+/// shadow-utils default).
+pub const DEFAULT_ID_MIN: u32 = 1000;
+
+/// The value of `key` (e.g. `UID_MIN`) in the text of `/etc/login.defs`.
+pub fn login_defs_value(text: &str, key: &str) -> Option<u32> {
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next()? == key).then(|| w.next()?.parse().ok())?
+        })
+        .last()
+}
+
+/// Which identities a request may choose through AssignUserIDExpr /
+/// AssignGroupIDExpr (often from client input): never a system account or
+/// group (below UID_MIN / GID_MIN) and never a `#uid`/`#gid` without an
+/// entry in the user or group database, unless LimitUIDRange /
+/// LimitGIDRange is given: then that range alone decides. The configured `User`/`Group` stay allowed
+/// (vhosts without AssignUserID run as them anyway).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExprPolicy {
+    pub uid_min: u32,
+    pub gid_min: u32,
+    /// LimitUIDRange / LimitGIDRange, if the configuration sets them.
+    pub explicit_uids: Option<IdRange>,
+    pub explicit_gids: Option<IdRange>,
+    pub server_uid: u32,
+    pub server_gid: u32,
+}
+
+impl ExprPolicy {
+    /// May a request choose uid `uid`? `has_account`: the user database
+    /// knows it.
+    pub fn check_uid(&self, uid: u32, has_account: bool) -> Result<(), String> {
+        Self::check(
+            "uid",
+            "user account",
+            "UID_MIN",
+            "LimitUIDRange",
+            uid,
+            has_account,
+            self.uid_min,
+            self.explicit_uids,
+            self.server_uid,
+        )
+    }
+
+    /// May a request choose gid `gid`? `has_group`: the group database
+    /// knows it.
+    pub fn check_gid(&self, gid: u32, has_group: bool) -> Result<(), String> {
+        Self::check(
+            "gid",
+            "group",
+            "GID_MIN",
+            "LimitGIDRange",
+            gid,
+            has_group,
+            self.gid_min,
+            self.explicit_gids,
+            self.server_gid,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn check(
+        what: &str,
+        entry: &str,
+        min_key: &str,
+        directive: &str,
+        id: u32,
+        known: bool,
+        min: u32,
+        explicit: Option<IdRange>,
+        server: u32,
+    ) -> Result<(), String> {
+        // An explicit range decides alone (the switch refuses what lies
+        // outside it, with a message naming the range), and the switch
+        // refuses root whatever the configuration.
+        if id == server || id == 0 || explicit.is_some() {
+            return Ok(());
+        }
+        if !known {
+            return Err(format!(
+                "{what} {id} has no {entry}; an identity chosen per request must exist, \
+                 unless {directive} admits it"
+            ));
+        }
+        if id < min {
+            return Err(format!(
+                "{what} {id} is a system {entry} (below {min_key} {min} of /etc/login.defs); \
+                 an identity chosen per request cannot be one unless {directive} admits it"
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn login_defs_values() {
+        let text = "# comment UID_MIN 5\nUID_MIN\t\t\t 1000\nUID_MAX 60000\n#GID_MIN 7\nGID_MIN 2000 # local\n";
+        assert_eq!(login_defs_value(text, "UID_MIN"), Some(1000));
+        assert_eq!(login_defs_value(text, "GID_MIN"), Some(2000));
+        assert_eq!(login_defs_value(text, "SYS_UID_MIN"), None);
+        assert_eq!(login_defs_value("UID_MIN abc\n", "UID_MIN"), None);
+    }
+
+    fn policy(explicit: Option<IdRange>) -> ExprPolicy {
+        ExprPolicy {
+            uid_min: 1000,
+            gid_min: 1000,
+            explicit_uids: explicit,
+            explicit_gids: explicit,
+            server_uid: 33,
+            server_gid: 33,
+        }
+    }
+
+    #[test]
+    fn expressions_cannot_pick_system_or_unknown_ids_by_default() {
+        let p = policy(None);
+        assert!(
+            p.check_uid(1, true)
+                .unwrap_err()
+                .contains("system user account")
+        );
+        assert!(
+            p.check_gid(42, true)
+                .unwrap_err()
+                .contains("below GID_MIN 1000")
+        );
+        assert!(
+            p.check_uid(4000, false)
+                .unwrap_err()
+                .contains("has no user account")
+        );
+        assert!(p.check_uid(1500, true).is_ok());
+        assert!(p.check_gid(1500, true).is_ok());
+        // the server's own User/Group
+        assert!(p.check_uid(33, true).is_ok());
+        assert!(p.check_gid(33, true).is_ok());
+    }
+
+    #[test]
+    fn an_explicit_range_admits_them() {
+        let p = policy(Some(IdRange { min: 1, max: 5000 }));
+        assert!(p.check_uid(1, true).is_ok());
+        assert!(p.check_gid(42, true).is_ok());
+        assert!(p.check_uid(4000, false).is_ok());
+    }
 
     #[test]
     fn parse_and_reject() {

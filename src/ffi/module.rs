@@ -363,8 +363,10 @@ unsafe extern "C" fn cmd_id_range(
         let mut st = config::state();
         if name == "LimitUIDRange" {
             st.globals.uid_range = r;
+            st.globals.uid_range_explicit = true;
         } else {
             st.globals.gid_range = r;
+            st.globals.gid_range_explicit = true;
         }
         Ok(())
     })
