@@ -105,7 +105,7 @@ pub fn login_defs_value(text: &str, key: &str) -> Option<u32> {
             let mut w = l.split_whitespace();
             (w.next()? == key).then(|| w.next()?.parse().ok())?
         })
-        .last()
+        .next_back()
 }
 
 /// Which identities a request may choose through AssignUserIDExpr /
