@@ -211,7 +211,7 @@ pub fn post_config(pconf: Pool, s: Server) -> i32 {
     httpd::set_full_child_exit(httpd::config_flag_on("BufferedLogs"));
     let slots = crate::config::state().tuning.server_limit.max(1) as usize;
     if let Some(r) = Retained::get() {
-        if r.vhost_table(slots).is_none() {
+        if !r.create_vhost_table(slots) {
             ffi::log(
                 Level::Emerg,
                 0,
@@ -365,16 +365,21 @@ fn test_thread_keeping_caps() {
 
 /// The slot's connection is over (child reaped, or worker died).
 pub fn slot_finished(slot: usize) {
-    if let Some(t) = vhost_table() {
-        if let Some(word) = t.get(slot) {
-            word.store(0, Ordering::SeqCst);
-        }
+    if let Some(r) = Retained::get() {
+        r.with_vhost_table(|t| {
+            if let Some(word) = t.get(slot) {
+                word.store(0, Ordering::SeqCst);
+            }
+        });
     }
 }
 
-fn vhost_table() -> Option<&'static [std::sync::atomic::AtomicU64]> {
-    let slots = config::state().tuning.server_limit.max(1) as usize;
-    Retained::get()?.vhost_table(slots)
+/// What this connection child counts as in the MaxClientsVHost table:
+/// (vhost key, whether that vhost has a limit).
+static COUNTED: Mutex<Option<(u64, bool)>> = Mutex::new(None);
+
+fn counted() -> MutexGuard<'static, Option<(u64, bool)>> {
+    COUNTED.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A stable, never-zero key for "ServerName:port" (the whole name: no
@@ -388,24 +393,58 @@ fn vhost_key(name: &str, port: u16) -> u64 {
     h.max(1)
 }
 
+/// What MaxClientsVHost says about a request.
+enum Admission {
+    Admitted,
+    /// The vhost is full: this many other connections serve it.
+    Full(usize),
+    /// After the switch (the table is out of reach), a request for another
+    /// vhost than the one this connection is counted as, where one of the
+    /// two has a limit: the connection must be closed and counted anew.
+    Recount,
+}
+
 /// MaxClientsVHost: mark this slot as serving `key`, then count. Marking
 /// before counting (sequentially consistent) means two children racing for
 /// the last place may both refuse, but never both serve.
-fn admit(key: u64, limit: Option<u32>) -> Result<(), usize> {
-    let (Some(t), slot) = (vhost_table(), MY_SLOT.load(Ordering::Relaxed)) else {
-        return Ok(());
-    };
-    let Some(mine) = t.get(slot) else {
-        return Ok(());
-    };
-    mine.store(key, Ordering::SeqCst);
-    let Some(limit) = limit else { return Ok(()) };
-    let n = t.iter().filter(|w| w.load(Ordering::SeqCst) == key).count();
-    if n > limit as usize {
-        mine.store(0, Ordering::SeqCst);
-        return Err(n - 1);
+///
+/// Only processes that run no vhost code have the table: a connection child
+/// unmaps it at the switch, so vhost code can never forge another vhost's
+/// count (README, "Security model").
+fn admit(key: u64, limit: Option<u32>) -> Admission {
+    let slot = MY_SLOT.load(Ordering::Relaxed);
+    let marked = Retained::get().and_then(|r| {
+        r.with_vhost_table(|t| {
+            let mine = t.get(slot)?;
+            mine.store(key, Ordering::SeqCst);
+            let Some(limit) = limit else {
+                return Some(Admission::Admitted);
+            };
+            let n = t.iter().filter(|w| w.load(Ordering::SeqCst) == key).count();
+            if n > limit as usize {
+                mine.store(0, Ordering::SeqCst);
+                return Some(Admission::Full(n - 1));
+            }
+            Some(Admission::Admitted)
+        })
+    });
+    match marked {
+        Some(Some(a)) => {
+            *counted() = match a {
+                Admission::Admitted => Some((key, limit.is_some())),
+                _ => None,
+            };
+            a
+        }
+        // No slot of ours in the table (one process, -X): nothing to count.
+        Some(None) => Admission::Admitted,
+        // The table is gone: this process has switched.
+        None => match *counted() {
+            Some((k, _)) if k == key => Admission::Admitted,
+            Some((_, false)) | None if limit.is_none() => Admission::Admitted,
+            _ => Admission::Recount,
+        },
     }
-    Ok(())
 }
 
 /// Why a request could not get its identity.
@@ -494,17 +533,33 @@ pub fn post_perdir_config(r: Request) -> i32 {
 
     if r.is_main() {
         let key = vhost_key(&s.hostname(), r.conn().local_port());
-        if let Err(others) = admit(key, module::server_conf(s).max_clients_vhost) {
-            ffi::log_request(
-                Level::Warn,
-                0,
-                r,
-                &format!(
-                    "MaxClientsVHost reached for {vhost} ({others} connections served), refusing client (pid {})",
-                    pid()
-                ),
-            );
-            return HTTP_SERVICE_UNAVAILABLE;
+        match admit(key, module::server_conf(s).max_clients_vhost) {
+            Admission::Admitted => {}
+            Admission::Full(others) => {
+                ffi::log_request(
+                    Level::Warn,
+                    0,
+                    r,
+                    &format!(
+                        "MaxClientsVHost reached for {vhost} ({others} connections served), refusing client (pid {})",
+                        pid()
+                    ),
+                );
+                return HTTP_SERVICE_UNAVAILABLE;
+            }
+            Admission::Recount => {
+                ffi::log_request(
+                    Level::Info,
+                    0,
+                    r,
+                    &format!(
+                        "vhost {vhost}: this connection is counted for MaxClientsVHost as another vhost; \
+                         closing connection so the client retries on a new one (pid {})",
+                        pid()
+                    ),
+                );
+                r.conn().close_and_exit();
+            }
         }
     }
 
@@ -633,6 +688,11 @@ pub fn post_perdir_config(r: Request) -> i32 {
     });
     match result {
         Ok((t, sw)) => {
+            // Vhost code runs from here on: it must not reach the other
+            // vhosts' MaxClientsVHost counts.
+            if let Some(r) = Retained::get() {
+                r.drop_vhost_table();
+            }
             *conn_state() = ConnState::Switched {
                 uid: t.uid,
                 gid: t.gid,

@@ -188,3 +188,142 @@ fn an_explicit_range_admits_system_accounts_for_expressions() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.body.contains(" 42 42 |"), "{}", r.body);
 }
+
+// ---------------------------------------------------------------------------
+// Item 1: MaxClientsVHost cannot be forged
+// ---------------------------------------------------------------------------
+
+/// The module's key for "ServerName:port" (FNV-1a, never 0): what an
+/// attacker computes too, the algorithm being public.
+fn vhost_key(name: &str, port: u16) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes().chain([b':']).chain(port.to_string().bytes()) {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h.max(1)
+}
+
+/// Finds every shared page holding the attacker's own vhost key (the
+/// MaxClientsVHost table) and writes the victim's key into every word.
+const FORGE_C: &str = r#"
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+int forge(unsigned long long mine, unsigned long long victim, char *out, int len) {
+    FILE *f = fopen("/proc/self/maps", "r");
+    char line[512];
+    int found = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        unsigned long a, b;
+        char perms[5];
+        if (sscanf(line, "%lx-%lx %4s", &a, &b, perms) != 3) continue;
+        if (perms[0] != 'r' || perms[1] != 'w' || perms[3] != 's') continue;
+        uint64_t *p = (uint64_t *)a;
+        size_t n = (b - a) / 8, i;
+        int ours = 0;
+        for (i = 0; i < n && !ours; i++) ours = p[i] == mine;
+        if (!ours) continue;
+        for (i = 0; i < n; i++) p[i] = victim;
+        found++;
+    }
+    if (f) fclose(f);
+    return snprintf(out, len, "found=%d", found);
+}
+"#;
+
+#[test]
+fn vhost_code_cannot_forge_another_vhosts_max_clients_count() {
+    let alice = TestUser::create(false);
+    let bob = TestUser::create(false);
+    let setup = Setup::new();
+    let (da, db) = (setup.docroot("a"), setup.docroot("b"));
+    let so = build_shared_object(&setup.dir, "forge", FORGE_C);
+    let port = setup.port;
+    write(
+        &da.join("forge.php"),
+        &format!(
+            r#"<?php
+$c = FFI::cdef("int forge(unsigned long long mine, unsigned long long victim, char *out, int len);", "{}");
+$buf = FFI::new("char[64]");
+$c->forge({}, {}, $buf, 64);
+echo FFI::string($buf);
+"#,
+            so.display(),
+            vhost_key("alice.test", port) as i64,
+            vhost_key("bob.test", port) as i64
+        ),
+        0o644,
+    );
+    write(&db.join("index.html"), "bob", 0o644);
+    let srv = setup
+        .vhost(
+            VHost::new("alice.test")
+                .line(format!("DocumentRoot {}", da.display()))
+                .line(format!("AssignUserID {0} {0}", alice.name))
+                .line("php_admin_value ffi.enable 1"),
+        )
+        .vhost(
+            VHost::new("bob.test")
+                .line(format!("DocumentRoot {}", db.display()))
+                .line(format!("AssignUserID {0} {0}", bob.name))
+                .line("MaxClientsVHost 1"),
+        )
+        .start();
+    assert_eq!(srv.get("bob.test", "/index.html").body, "bob");
+    for _ in 0..3 {
+        let r = srv.get("alice.test", "/forge.php");
+        assert_eq!(r.status, 200, "{}\n{}", r.body, srv.error_log());
+        assert!(r.body.starts_with("found="), "{}", r.body);
+    }
+    // bob answers at once (at most a maintenance cycle allowed)
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let r = srv.get("bob.test", "/index.html");
+        if r.status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bob.test still answers {} 2 s after the forgery:\n{}",
+            r.status,
+            srv.error_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// After the switch the table is out of reach: a keep-alive request for
+/// another vhost is served when neither vhost has MaxClientsVHost, and
+/// closes the connection (to be counted anew) when one has.
+#[test]
+fn keep_alive_to_another_vhost_is_recounted_only_with_max_clients_vhost() {
+    let alice = TestUser::create(false);
+    let setup = Setup::new();
+    let d = setup.docroot("a");
+    write(&d.join("index.html"), "ok", 0o644);
+    let vhost = |name: &str| {
+        VHost::new(name)
+            .line(format!("DocumentRoot {}", d.display()))
+            .line(format!("AssignUserID {0} {0}", alice.name))
+    };
+    let srv = setup
+        .vhost(vhost("one.test"))
+        .vhost(vhost("two.test"))
+        .vhost(vhost("limited.test").line("MaxClientsVHost 5"))
+        .start();
+    let pair = |first: &str, second: &str| {
+        let mut s = srv.connect();
+        write!(s, "GET /index.html HTTP/1.1\r\nHost: {first}\r\n\r\n").unwrap();
+        assert_eq!(read_response(&mut s).unwrap().status, 200);
+        let _ = write!(s, "GET /index.html HTTP/1.1\r\nHost: {second}\r\n\r\n");
+        read_response(&mut s).ok().map(|r| r.status)
+    };
+    assert_eq!(pair("one.test", "two.test"), Some(200));
+    assert_eq!(pair("limited.test", "limited.test"), Some(200));
+    assert_eq!(pair("one.test", "limited.test"), None);
+    assert_eq!(pair("limited.test", "one.test"), None);
+    // and the limit still counts exactly
+    assert_eq!(srv.get("limited.test", "/index.html").status, 200);
+}

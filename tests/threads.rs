@@ -104,26 +104,6 @@ echo 'ATTACK ', FFI::string($buf), "\n";
     )
 }
 
-/// Builds the attack library into `dir` (readable by every user).
-fn build_attack(dir: &Path) -> PathBuf {
-    let src = dir.join("attack.c");
-    let so = dir.join("attack.so");
-    write(&src, ATTACK_C, 0o644);
-    let out = Command::new("cc")
-        .args(["-O1", "-shared", "-fPIC", "-o"])
-        .arg(&so)
-        .arg(&src)
-        .output()
-        .expect("cc (build-essential) is needed to build the attack library");
-    assert!(
-        out.status.success(),
-        "cc: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::set_permissions(&so, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    so
-}
-
 #[derive(Debug)]
 struct Task {
     tid: String,
@@ -170,7 +150,7 @@ fn no_capability_in_any_thread(kind: Threads, caps_on: bool) {
     let bob = TestUser::create(false);
     let mut setup = Setup::new();
     let da = setup.docroot("a");
-    let so = build_attack(&setup.dir);
+    let so = build_shared_object(&setup.dir, "attack", ATTACK_C);
     let secret = setup.dir.join("secret.key");
     write(&secret, "root-only key material\n", 0o600);
     write(&da.join("tasks.php"), TASKS_PHP, 0o644);

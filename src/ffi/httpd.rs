@@ -166,12 +166,13 @@ impl Retained {
     unixd_field!(was_graceful, was_graceful);
     unixd_field!(num_buckets, set_num_buckets, num_buckets);
 
-    /// The shared vhost table (one word per scoreboard slot), created once
-    /// per process life in anonymous shared memory so every worker and
-    /// connection child sees the same words.
-    pub fn vhost_table(self, slots: usize) -> Option<&'static [std::sync::atomic::AtomicU64]> {
-        // SAFETY: the block is live; the mapping is created once and never
-        // unmapped, AtomicU64 has the layout of u64 and all-zero is valid.
+    /// Creates the shared vhost table (one word per scoreboard slot) once
+    /// per process life, in anonymous shared memory, so that every worker
+    /// and connection child forked later sees the same words. False if it
+    /// cannot be mapped.
+    pub fn create_vhost_table(self, slots: usize) -> bool {
+        // SAFETY: the block is live; the mapping is created once, in the
+        // parent (single-threaded), and all-zero is a valid AtomicU64.
         unsafe {
             let b = self.0.as_ptr();
             if (*b).vhost_table.is_null() {
@@ -185,18 +186,62 @@ impl Retained {
                     0,
                 );
                 if p == libc::MAP_FAILED {
-                    return None;
+                    return false;
                 }
                 (*b).vhost_table = p;
                 (*b).vhost_table_len = slots.max(1);
             }
-            Some(std::slice::from_raw_parts(
+            true
+        }
+    }
+
+    /// Runs `f` on the vhost table, if this process still has it.
+    pub fn with_vhost_table<R>(
+        self,
+        f: impl FnOnce(&[std::sync::atomic::AtomicU64]) -> R,
+    ) -> Option<R> {
+        if VHOST_TABLE_GONE.load(Ordering::Relaxed) {
+            return None;
+        }
+        // SAFETY: the block is live; the mapping, if any, stays mapped while
+        // `f` runs (only drop_vhost_table unmaps it, and no reference
+        // escapes `f`); AtomicU64 has the layout of u64.
+        let table = unsafe {
+            let b = self.0.as_ptr();
+            if (*b).vhost_table.is_null() {
+                return None;
+            }
+            std::slice::from_raw_parts(
                 (*b).vhost_table as *const std::sync::atomic::AtomicU64,
                 (*b).vhost_table_len,
-            ))
+            )
+        };
+        Some(f(table))
+    }
+
+    /// Unmaps the vhost table in this process for good: a switched
+    /// connection child, about to run vhost code, which must not be able to
+    /// write other vhosts' counts. Nothing can map it again (it has no name
+    /// and no descriptor).
+    pub fn drop_vhost_table(self) {
+        if VHOST_TABLE_GONE.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        // SAFETY: the block is live and this process's copy; no reference to
+        // the table outlives a with_vhost_table call, and none is running
+        // (single-threaded caller; module threads never use it).
+        unsafe {
+            let b = self.0.as_ptr();
+            if !(*b).vhost_table.is_null() {
+                libc::munmap((*b).vhost_table, (*b).vhost_table_len * size_of::<u64>());
+                (*b).vhost_table = ptr::null_mut();
+            }
         }
     }
 }
+
+/// Set once this process has unmapped the vhost table.
+static VHOST_TABLE_GONE: AtomicBool = AtomicBool::new(false);
 
 // ---------------------------------------------------------------------------
 // Configuration globals owned by httpd core

@@ -618,6 +618,27 @@ pub fn load(port: u16, host: &str, path: &str, n: usize, m: usize) -> (HashMap<u
     (total, errors)
 }
 
+/// Builds C `source` into `dir/name.so` (readable by every user), for PHP
+/// FFI pages that play the attacker with native code.
+pub fn build_shared_object(dir: &Path, name: &str, source: &str) -> PathBuf {
+    let src = dir.join(format!("{name}.c"));
+    let so = dir.join(format!("{name}.so"));
+    write(&src, source, 0o644);
+    let out = Command::new("cc")
+        .args(["-O1", "-shared", "-fPIC", "-o"])
+        .arg(&so)
+        .arg(&src)
+        .output()
+        .expect("cc (build-essential) is needed to build the attack library");
+    assert!(
+        out.status.success(),
+        "cc: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fs::set_permissions(&so, fs::Permissions::from_mode(0o755)).unwrap();
+    so
+}
+
 pub fn write(path: &Path, content: &str, mode: u32) {
     fs::write(path, content).unwrap();
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
