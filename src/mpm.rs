@@ -10,7 +10,7 @@
 #![forbid(unsafe_code)]
 
 use crate::config::{self, MAX_SERVER_LIMIT};
-use crate::ffi::httpd::{self, AcceptOutcome, Retained, Worker, mpmq};
+use crate::ffi::httpd::{self, AcceptOutcome, ChildRecord, Reaped, Retained, Worker, mpmq};
 use crate::ffi::{self, DONE, HTTP_INTERNAL_SERVER_ERROR, Level, OK, Pool, Server};
 use mpm_itk_core::spare::{self, Action, Limits, SlotState};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -210,6 +210,52 @@ pub fn query(code: i32) -> Option<i32> {
     })
 }
 
+/// The parent's own records of its workers: the pids it forked and has not
+/// reaped yet, by scoreboard slot, with their generation. prefork keeps
+/// them in the scoreboard, which every connection child (and so vhost code)
+/// can write; here the scoreboard only mirrors them for mod_status, and
+/// nothing the parent decides (how many workers, whom to signal, which slot
+/// a reaped pid held) depends on what it says.
+struct Children(&'static [std::cell::Cell<ChildRecord>]);
+
+fn children() -> Children {
+    Children(retained().child_records())
+}
+
+impl Children {
+    fn get(&self, slot: usize) -> ChildRecord {
+        self.0.get(slot).map(|c| c.get()).unwrap_or_default()
+    }
+    fn is_free(&self, slot: usize) -> bool {
+        slot < self.0.len() && self.get(slot).pid == 0
+    }
+    fn started(&self, slot: usize, pid: i32, generation: i32) {
+        if let Some(c) = self.0.get(slot) {
+            c.set(ChildRecord { pid, generation });
+        }
+    }
+    /// (slot, record) of every worker alive.
+    fn live(&self) -> impl Iterator<Item = (usize, ChildRecord)> + '_ {
+        self.0
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (i, c.get()))
+            .filter(|(_, c)| c.pid > 0)
+    }
+    fn slot_of(&self, pid: i32) -> Option<usize> {
+        self.live().find(|(_, c)| c.pid == pid).map(|(i, _)| i)
+    }
+    /// Forgets the worker in `slot` (reaped) and clears its traces: the
+    /// scoreboard slot, its MaxClientsVHost word, the child_status hooks.
+    fn ended(&self, slot: usize) {
+        let rec = self.get(slot);
+        self.started(slot, 0, 0);
+        httpd::update_slot_status(slot, httpd::SERVER_DEAD);
+        httpd::note_child_killed(slot, rec.pid, rec.generation);
+        crate::itk::slot_finished(slot);
+    }
+}
+
 /// make_child: fork a worker into scoreboard slot `slot`.
 fn make_child(slot: usize) -> Result<(), ()> {
     let r = retained();
@@ -219,6 +265,7 @@ fn make_child(slot: usize) -> Result<(), ()> {
         r.set_max_daemons_limit(slot as i32 + 1);
     }
     if one_process() {
+        children().started(slot, std::process::id() as i32, r.my_generation());
         httpd::note_child_started(slot, std::process::id() as i32, r.my_generation());
         child_main(slot, 0);
     }
@@ -243,20 +290,22 @@ fn make_child(slot: usize) -> Result<(), ()> {
             Err(())
         }
         Ok(pid) => {
+            children().started(slot, pid, r.my_generation());
             httpd::note_child_started(slot, pid, r.my_generation());
             Ok(())
         }
     }
 }
 
-/// startup_children: start `n` workers in dead slots.
+/// startup_children: start `n` workers in free slots.
 fn startup_children(mut n: i32) {
     let limit = tuning().daemons_limit.max(0) as usize;
+    let kids = children();
     for slot in 0..limit {
         if n <= 0 {
             break;
         }
-        if httpd::slot_status(slot) != httpd::SERVER_DEAD {
+        if !kids.is_free(slot) {
             continue;
         }
         if make_child(slot).is_err() {
@@ -272,11 +321,20 @@ fn perform_idle_server_maintenance() {
     let r = retained();
     let t = tuning();
     let limit = t.daemons_limit.max(0) as usize;
+    let kids = children();
+    check_scoreboard(&kids, r.my_generation());
+    // Free or taken from the parent's records; idle or busy from the
+    // scoreboard, which vhost code can write: a lie there can only move
+    // spawns and kills within MaxRequestWorkers.
     let slots: Vec<SlotState> = (0..limit)
-        .map(|i| match httpd::slot_status(i) {
-            st if st == httpd::SERVER_DEAD => SlotState::Dead,
-            st if st <= httpd::SERVER_READY => SlotState::Idle,
-            _ => SlotState::Busy,
+        .map(|i| {
+            if kids.is_free(i) {
+                return SlotState::Dead;
+            }
+            match httpd::slot_status(i) {
+                st if st == httpd::SERVER_STARTING || st == httpd::SERVER_READY => SlotState::Idle,
+                _ => SlotState::Busy,
+            }
         })
         .collect();
     let plan = spare::plan(
@@ -334,6 +392,47 @@ fn perform_idle_server_maintenance() {
         }
         Action::Nothing => {}
     }
+}
+
+/// Compares the scoreboard's process fields and generation with the
+/// parent's records, puts the records back where they differ, and says so
+/// (at most once a minute): only vhost code writing the shared scoreboard
+/// makes them differ.
+fn check_scoreboard(kids: &Children, generation: i32) {
+    static LAST_WARNING: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+    let mut wrong = 0;
+    for slot in 0..kids.0.len() {
+        let rec = kids.get(slot);
+        if httpd::repair_slot_process(slot, rec.pid, rec.generation) {
+            wrong += 1;
+        }
+        if rec.pid == 0 && httpd::slot_status(slot) != httpd::SERVER_DEAD {
+            httpd::set_slot_status_raw(slot, httpd::SERVER_DEAD);
+            wrong += 1;
+        }
+    }
+    if httpd::running_generation() != generation {
+        httpd::set_running_generation(generation);
+        wrong += 1;
+    }
+    if wrong == 0 {
+        return;
+    }
+    let mut last = LAST_WARNING.lock().unwrap_or_else(|e| e.into_inner());
+    if last.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(60)) {
+        return;
+    }
+    *last = Some(std::time::Instant::now());
+    ffi::log(
+        Level::Warn,
+        0,
+        Server::main(),
+        &format!(
+            "the scoreboard disagrees with the parent's records of its workers in {wrong} fields \
+             (pid, generation or status, written by vhost code?); the parent goes by its records \
+             and has repaired the scoreboard"
+        ),
+    );
 }
 
 /// child_main: one worker's life. Never returns.
@@ -421,9 +520,11 @@ fn child_main(slot: usize, bucket: usize) -> ! {
             AcceptOutcome::Sick => w.exit(httpd::APEXIT_CHILDSICK),
             AcceptOutcome::Stop => w.exit(0),
         }
-        // Selected through the pipe of death, or a restart happened while
-        // we were serving: go away now.
-        if w.pod_check() || r.my_generation() != httpd::running_generation() {
+        // Selected through the pipe of death: go away now. (A restart while
+        // we were serving set die_now through the parent's signal; the
+        // scoreboard's generation, which vhost code can write, is not
+        // trusted for it.)
+        if w.pod_check() {
             httpd::set_die_now();
         }
     }
@@ -431,16 +532,137 @@ fn child_main(slot: usize, bucket: usize) -> ! {
     w.exit(0)
 }
 
-/// Signals every worker through the scoreboard, and the whole process group
-/// (CGIs, piped loggers) when we lead it, i.e. when daemonised.
+/// Signals every worker the parent forked (its records, never the
+/// scoreboard's pids), and the whole process group (CGIs, piped loggers)
+/// when we lead it, i.e. when daemonised.
 fn signal_workers(sig: i32) {
-    for slot in 0..tuning().daemons_limit.max(0) as usize {
-        let pid = httpd::slot_pid(slot);
-        if pid > 0 {
-            httpd::safe_kill(pid, sig);
-        }
+    for (_, c) in children().live() {
+        httpd::signal_child(c.pid, sig);
     }
     httpd::killpg_own(sig);
+}
+
+/// A worker was reaped: forget it, and log what httpd's own report leaves
+/// out. Returns its slot.
+fn worker_ended(dead: &Reaped, s: Server) -> Option<usize> {
+    let slot = children().slot_of(dead.pid)?;
+    if let Some(code) = dead
+        .exit_code
+        .filter(|c| ![0, httpd::APEXIT_CHILDSICK, httpd::APEXIT_CHILDFATAL].contains(c))
+    {
+        // e.g. httpd::PANIC_EXIT: the worker logged why.
+        ffi::log(
+            Level::Warn,
+            0,
+            Some(s),
+            &format!(
+                "worker pid {} (slot {slot}) exited with status {code}; its slot is free for a replacement",
+                dead.pid
+            ),
+        );
+    }
+    let expected = [libc::SIGTERM, libc::SIGHUP, httpd::AP_SIG_GRACEFUL];
+    if let Some(sig) = dead.signal.filter(|sg| !expected.contains(sg)) {
+        // httpd's own report is silent for SIGKILL: say it.
+        ffi::log(
+            Level::Warn,
+            0,
+            Some(s),
+            &format!(
+                "worker pid {} (slot {slot}) died on signal {sig}; its slot is free for a replacement",
+                dead.pid
+            ),
+        );
+    }
+    children().ended(slot);
+    Some(slot)
+}
+
+/// ap_relieve_child_processes over the parent's records: reaps the workers
+/// that have exited.
+fn relieve_children(s: Server) {
+    let kids = children();
+    let live: Vec<i32> = kids.live().map(|(_, c)| c.pid).collect();
+    for pid in live {
+        if let Some(dead) = httpd::try_reap(pid) {
+            worker_ended(&dead, s);
+        }
+    }
+}
+
+/// ap_reclaim_child_processes over the parent's records: signals every
+/// worker (SIGTERM if `terminate`), then waits for them, sending SIGTERM
+/// again at 3, 5 and 7 s and SIGKILL at 9 s, and gives up at 10 s.
+fn reclaim_children(terminate: bool, s: Server) {
+    use std::time::{Duration, Instant};
+    if terminate {
+        signal_workers_only(libc::SIGTERM);
+    }
+    let start = Instant::now();
+    let mut next = [3u64, 5, 7, 9, 10].into_iter().peekable();
+    let mut wait = Duration::from_millis(16);
+    loop {
+        relieve_children(s);
+        httpd::refresh_other_children();
+        if children().live().next().is_none() {
+            return;
+        }
+        std::thread::sleep(wait);
+        wait = (wait * 4).min(Duration::from_secs(1));
+        if next
+            .peek()
+            .is_some_and(|t| start.elapsed() >= Duration::from_secs(*t))
+        {
+            let at = next.next().unwrap_or(10);
+            for (_, c) in children().live() {
+                match at {
+                    10 => ffi::log(
+                        Level::Err,
+                        0,
+                        Some(s),
+                        &format!(
+                            "could not make child process {} exit, attempting to continue anyway",
+                            c.pid
+                        ),
+                    ),
+                    9 => {
+                        ffi::log(
+                            Level::Err,
+                            0,
+                            Some(s),
+                            &format!(
+                                "child process {} still did not exit, sending a SIGKILL",
+                                c.pid
+                            ),
+                        );
+                        httpd::signal_child(c.pid, libc::SIGKILL);
+                    }
+                    _ => {
+                        ffi::log(
+                            Level::Warn,
+                            0,
+                            Some(s),
+                            &format!(
+                                "child process {} still did not exit, sending a SIGTERM",
+                                c.pid
+                            ),
+                        );
+                        httpd::signal_child(c.pid, libc::SIGTERM);
+                    }
+                }
+            }
+            if at == 10 {
+                return;
+            }
+        }
+    }
+}
+
+/// Signals every recorded worker, not the process group.
+fn signal_workers_only(sig: i32) {
+    for (_, c) in children().live() {
+        httpd::signal_child(c.pid, sig);
+    }
 }
 
 /// What prefork's run returns after a fatal error in a worker (`!OK`).
@@ -488,13 +710,13 @@ pub fn run(pconf: Pool, plog: Pool, s: Server) -> i32 {
 
     while r.restart_pending() == 0 && r.shutdown_pending() == 0 {
         if let Some(dead) = httpd::wait_or_timeout(pconf) {
+            let generation = children()
+                .slot_of(dead.pid)
+                .map(|sl| children().get(sl).generation);
             if dead.processed_status == httpd::APEXIT_CHILDFATAL {
                 // A fatal error in a worker of this generation stops the
                 // server (prefork's rule); one of an old generation is ignored.
-                let current = dead
-                    .slot
-                    .is_none_or(|sl| httpd::slot_generation(sl) == r.my_generation());
-                if current {
+                if generation.is_none_or(|g| g == r.my_generation()) {
                     r.set_mpm_state(mpmq::STOPPING);
                     // prefork's `return !OK`: main logs "MPM run failed,
                     // exiting" (AH02818) and exits 1, so a supervisor sees
@@ -511,38 +733,7 @@ pub fn run(pconf: Pool, plog: Pool, s: Server) -> i32 {
                     ),
                 );
             }
-            if let Some(slot) = dead.slot {
-                if let Some(code) = dead
-                    .exit_code
-                    .filter(|c| ![0, httpd::APEXIT_CHILDSICK, httpd::APEXIT_CHILDFATAL].contains(c))
-                {
-                    // e.g. httpd::PANIC_EXIT: the worker logged why.
-                    ffi::log(
-                        Level::Warn,
-                        0,
-                        Some(s),
-                        &format!(
-                            "worker pid {} (slot {slot}) exited with status {code}; its slot is free for a replacement",
-                            dead.pid
-                        ),
-                    );
-                }
-                let expected = [libc::SIGTERM, libc::SIGHUP, httpd::AP_SIG_GRACEFUL];
-                if let Some(sig) = dead.signal.filter(|sg| !expected.contains(sg)) {
-                    // httpd's own report is silent for SIGKILL: say it.
-                    ffi::log(
-                        Level::Warn,
-                        0,
-                        Some(s),
-                        &format!(
-                            "worker pid {} (slot {slot}) died on signal {sig}; its slot is free for a replacement",
-                            dead.pid
-                        ),
-                    );
-                }
-                httpd::update_slot_status(slot, httpd::SERVER_DEAD);
-                httpd::note_child_killed(slot);
-                crate::itk::slot_finished(slot);
+            if let Some(slot) = worker_ended(&dead, s) {
                 if dead.processed_status == httpd::APEXIT_CHILDSICK {
                     r.set_idle_spawn_rate(1);
                 } else if remaining > 0 && (slot as i32) < t.daemons_limit {
@@ -577,7 +768,7 @@ pub fn run(pconf: Pool, plog: Pool, s: Server) -> i32 {
         // SIGTERM: kill the workers (they take their connection children
         // with them), then wait for them.
         signal_workers(libc::SIGTERM);
-        httpd::reclaim_child_processes(true);
+        reclaim_children(false, s);
         httpd::remove_pid(pconf);
         ffi::log(Level::Notice, 0, Some(s), "caught SIGTERM, shutting down");
         return DONE;
@@ -588,12 +779,8 @@ pub fn run(pconf: Pool, plog: Pool, s: Server) -> i32 {
         // ones finish their connection.
         httpd::close_all_listeners();
         httpd::pod_killpg_all(max_daemons);
-        for slot in 0..t.daemons_limit.max(0) as usize {
-            if httpd::slot_status(slot) != httpd::SERVER_DEAD {
-                httpd::safe_kill(httpd::slot_pid(slot), httpd::AP_SIG_GRACEFUL);
-            }
-        }
-        httpd::relieve_child_processes();
+        signal_workers_only(httpd::AP_SIG_GRACEFUL);
+        relieve_children(s);
         httpd::remove_pid(pconf);
         ffi::log(
             Level::Notice,
@@ -607,10 +794,8 @@ pub fn run(pconf: Pool, plog: Pool, s: Server) -> i32 {
         r.set_shutdown_pending(0);
         loop {
             httpd::sleep_secs(1);
-            httpd::relieve_child_processes();
-            let active = (0..t.daemons_limit.max(0) as usize).any(|slot| {
-                httpd::slot_pid(slot) > 0 && httpd::safe_kill(httpd::slot_pid(slot), 0)
-            });
+            relieve_children(s);
+            let active = children().live().next().is_some();
             let timed_out = cutoff.is_some_and(|c| std::time::Instant::now() >= c);
             if r.shutdown_pending() != 0 || !active || timed_out {
                 break;
@@ -618,13 +803,7 @@ pub fn run(pconf: Pool, plog: Pool, s: Server) -> i32 {
         }
         // Make sure everything is really gone (SIGTERM during the wait, or
         // the timeout expired).
-        for slot in 0..t.daemons_limit.max(0) as usize {
-            let pid = httpd::slot_pid(slot);
-            if pid > 0 {
-                httpd::safe_kill(pid, libc::SIGTERM);
-            }
-        }
-        httpd::killpg_own(libc::SIGTERM);
+        signal_workers(libc::SIGTERM);
         return DONE;
     }
 
@@ -639,17 +818,15 @@ pub fn run(pconf: Pool, plog: Pool, s: Server) -> i32 {
             "Graceful restart requested, doing restart",
         );
         httpd::pod_killpg_all(max_daemons);
-        for slot in 0..t.daemons_limit.max(0) as usize {
-            if httpd::slot_status(slot) != httpd::SERVER_DEAD {
-                httpd::set_slot_status_raw(slot, httpd::SERVER_GRACEFUL);
-                // Through the scoreboard, not the process group: CGIs and
-                // piped loggers must not get SIGUSR1.
-                httpd::safe_kill(httpd::slot_pid(slot), httpd::AP_SIG_GRACEFUL);
-            }
+        for (slot, c) in children().live() {
+            httpd::set_slot_status_raw(slot, httpd::SERVER_GRACEFUL);
+            // Each worker the parent forked, not the process group: CGIs
+            // and piped loggers must not get SIGUSR1.
+            httpd::signal_child(c.pid, httpd::AP_SIG_GRACEFUL);
         }
     } else {
         signal_workers(libc::SIGHUP);
-        httpd::reclaim_child_processes(false);
+        reclaim_children(false, s);
         ffi::log(
             Level::Notice,
             0,

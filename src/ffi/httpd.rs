@@ -240,6 +240,39 @@ impl Retained {
     }
 }
 
+/// One worker as the parent recorded it when it forked it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChildRecord {
+    /// 0: no worker in this slot.
+    pub pid: i32,
+    pub generation: i32,
+}
+
+impl Retained {
+    /// The parent's own records of its workers, one per scoreboard slot
+    /// (`ServerLimit`, which cannot change across restarts), in httpd's
+    /// retained memory: they survive restarts, and unlike the scoreboard
+    /// they are private to the parent (a child only has a copy it never
+    /// uses), so vhost code cannot write them.
+    pub fn child_records(self) -> &'static [std::cell::Cell<ChildRecord>] {
+        const KEY: &std::ffi::CStr = c"mpm_itk_children";
+        let n = self.first_server_limit().max(1) as usize;
+        // SAFETY: ap_retained_data_get/create return process-pool memory of
+        // at least the requested size, zeroed on creation (a valid
+        // ChildRecord), and the size never changes (ServerLimit is fixed
+        // for the process's life). Cell has the layout of its content; the
+        // parent is single-threaded.
+        unsafe {
+            let mut p = sys::ap_retained_data_get(KEY.as_ptr());
+            if p.is_null() {
+                p = sys::ap_retained_data_create(KEY.as_ptr(), n * size_of::<ChildRecord>());
+            }
+            std::slice::from_raw_parts(p as *const std::cell::Cell<ChildRecord>, n)
+        }
+    }
+}
+
 /// Set once this process has unmapped the vhost table.
 static VHOST_TABLE_GONE: AtomicBool = AtomicBool::new(false);
 
@@ -485,16 +518,22 @@ pub fn update_slot_status(slot: usize, status: i32) {
     }
 }
 
-pub fn slot_pid(slot: usize) -> i32 {
+/// Writes `pid` and `generation` into slot `slot`'s process record if the
+/// scoreboard says otherwise; true if it did (someone else wrote them).
+pub fn repair_slot_process(slot: usize, pid: i32, generation: i32) -> bool {
     let sb = scoreboard().expect("scoreboard not created");
-    // SAFETY: slot < ServerLimit.
-    unsafe { ptr::read_volatile(&(*sb.parent.add(slot)).pid) }
-}
-
-pub fn slot_generation(slot: usize) -> i32 {
-    let sb = scoreboard().expect("scoreboard not created");
-    // SAFETY: slot < ServerLimit.
-    unsafe { (*sb.parent.add(slot)).generation }
+    // SAFETY: slot < ServerLimit; volatile: other processes write the
+    // shared scoreboard.
+    unsafe {
+        let p = sb.parent.add(slot);
+        let wrong = ptr::read_volatile(&(*p).pid) != pid
+            || ptr::read_volatile(&(*p).generation) != generation;
+        if wrong {
+            ptr::write_volatile(&mut (*p).pid, pid);
+            ptr::write_volatile(&mut (*p).generation, generation);
+        }
+        wrong
+    }
 }
 
 pub fn running_generation() -> i32 {
@@ -527,51 +566,70 @@ pub fn note_child_started(slot: usize, pid: i32, generation: i32) {
     }
 }
 
-/// prefork_note_child_killed (also the reclaim callback).
-pub fn note_child_killed(slot: usize) {
+/// prefork_note_child_killed: the worker `pid` of `generation` in `slot`
+/// was reaped.
+pub fn note_child_killed(slot: usize, pid: i32, generation: i32) {
     let sb = scoreboard().expect("scoreboard not created");
     // SAFETY: slot < ServerLimit.
     unsafe {
-        let p = sb.parent.add(slot);
         sys::ap_run_child_status(
             sys::ap_server_conf,
-            (*p).pid,
-            (*p).generation,
+            pid,
+            generation,
             slot as c_int,
             sys::mpm_child_status_MPM_CHILD_EXITED,
         );
-        (*p).pid = 0;
+        ptr::write_volatile(&mut (*sb.parent.add(slot)).pid, 0);
     }
 }
 
-unsafe extern "C" fn reclaim_callback(
-    childnum: c_int,
-    _pid: sys::pid_t,
-    _gen: sys::ap_generation_t,
-) {
-    super::guard("reclaim_callback", (), || {
-        if childnum >= 0 {
-            note_child_killed(childnum as usize)
-        }
-    })
+/// Sends `sig` to `pid`, a child this process forked and has not reaped
+/// (the caller's records say so; never a pid read from shared memory).
+pub fn signal_child(pid: i32, sig: i32) -> bool {
+    // SAFETY: kill(2) on our own unreaped child: its pid cannot have been
+    // reused.
+    pid > 0 && unsafe { libc::kill(pid, sig) } == 0
 }
 
-/// `ap_reclaim_child_processes`: signal the scoreboard's workers and wait.
-pub fn reclaim_child_processes(terminate: bool) {
-    // SAFETY: the callback is a guarded function of this DSO, which stays
-    // loaded for the whole call.
-    unsafe { sys::ap_reclaim_child_processes(terminate as c_int, Some(reclaim_callback)) }
+/// Reaps `pid` if it has exited (without waiting), as
+/// `ap_process_child_status` reports it.
+pub fn try_reap(pid: i32) -> Option<Reaped> {
+    let mut proc_: sys::apr_proc_t = Default::default();
+    proc_.pid = pid;
+    let mut why: sys::apr_exit_why_e = 0;
+    let mut status: c_int = 0;
+    // SAFETY: out-parameters are valid locals.
+    let rv = unsafe {
+        sys::apr_proc_wait(
+            &mut proc_,
+            &mut status,
+            &mut why,
+            sys::apr_wait_how_e_APR_NOWAIT,
+        )
+    };
+    if rv != sys::APR_CHILD_DONE as i32 {
+        return None;
+    }
+    Some(reaped(proc_, why, status))
 }
 
-/// `ap_relieve_child_processes`: reap workers that already exited.
-pub fn relieve_child_processes() {
-    // SAFETY: as above.
-    unsafe { sys::ap_relieve_child_processes(Some(reclaim_callback)) }
+/// Lets httpd's "other children" (piped loggers, mod_cgid's daemon) see a
+/// restart, as `ap_reclaim_child_processes` does.
+pub fn refresh_other_children() {
+    // SAFETY: plain APR call in the parent.
+    unsafe { sys::apr_proc_other_child_refresh_all(sys::APR_OC_REASON_RESTART as c_int) }
 }
 
-pub fn safe_kill(pid: i32, sig: i32) -> bool {
-    // SAFETY: ap_mpm_safe_kill refuses pids that are not our children.
-    unsafe { sys::ap_mpm_safe_kill(pid, sig) == 0 }
+fn reaped(mut proc_: sys::apr_proc_t, why: sys::apr_exit_why_e, status: c_int) -> Reaped {
+    // SAFETY: proc_ is a valid local; logs a crash as prefork's parent does.
+    let processed = unsafe { sys::ap_process_child_status(&mut proc_, why, status) };
+    let signaled = why & sys::apr_exit_why_e_APR_PROC_SIGNAL != 0;
+    Reaped {
+        pid: proc_.pid,
+        processed_status: processed,
+        signal: signaled.then_some(status),
+        exit_code: (!signaled).then_some(status),
+    }
 }
 
 /// What `ap_wait_or_timeout` reported.
@@ -579,16 +637,15 @@ pub struct Reaped {
     pub pid: i32,
     /// `ap_process_child_status` verdict (APEXIT_*).
     pub processed_status: i32,
-    /// Scoreboard slot of the pid, if it is a worker.
-    pub slot: Option<usize>,
     /// The signal that ended it, if any.
     pub signal: Option<i32>,
     /// Its exit status, if it exited.
     pub exit_code: Option<i32>,
 }
 
-/// `ap_wait_or_timeout` + `ap_process_child_status` + `ap_find_child_by_pid`
-/// (which logs a worker killed by a signal, as prefork's parent does).
+/// `ap_wait_or_timeout` + `ap_process_child_status` (which logs a worker
+/// killed by a signal, as prefork's parent does). Which worker it was is
+/// for the caller's records to say, not the scoreboard's pid fields.
 pub fn wait_or_timeout(pconf: Pool) -> Option<Reaped> {
     let mut why: sys::apr_exit_why_e = 0;
     let mut status: c_int = 0;
@@ -605,17 +662,8 @@ pub fn wait_or_timeout(pconf: Pool) -> Option<Reaped> {
         if proc_.pid == -1 {
             return None;
         }
-        let processed = sys::ap_process_child_status(&mut proc_, why, status);
-        let slot = sys::ap_find_child_by_pid(&mut proc_);
-        let signaled = why & sys::apr_exit_why_e_APR_PROC_SIGNAL != 0;
-        Some(Reaped {
-            pid: proc_.pid,
-            processed_status: processed,
-            slot: (slot >= 0).then_some(slot as usize),
-            signal: signaled.then_some(status),
-            exit_code: (!signaled).then_some(status),
-        })
     }
+    Some(reaped(proc_, why, status))
 }
 
 pub fn close_all_listeners() {
