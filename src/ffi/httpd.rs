@@ -594,8 +594,10 @@ pub fn signal_child(pid: i32, sig: i32) -> bool {
 /// Reaps `pid` if it has exited (without waiting), as
 /// `ap_process_child_status` reports it.
 pub fn try_reap(pid: i32) -> Option<Reaped> {
-    let mut proc_: sys::apr_proc_t = Default::default();
-    proc_.pid = pid;
+    let mut proc_ = sys::apr_proc_t {
+        pid,
+        ..Default::default()
+    };
     let mut why: sys::apr_exit_why_e = 0;
     let mut status: c_int = 0;
     // SAFETY: out-parameters are valid locals.
@@ -607,7 +609,7 @@ pub fn try_reap(pid: i32) -> Option<Reaped> {
             sys::apr_wait_how_e_APR_NOWAIT,
         )
     };
-    if rv != sys::APR_CHILD_DONE as i32 {
+    if rv != sys::APR_CHILD_DONE {
         return None;
     }
     Some(reaped(proc_, why, status))
