@@ -5,6 +5,7 @@
 mod harness;
 use harness::*;
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
 /// GET with extra header lines, on a new connection.
@@ -326,4 +327,191 @@ fn keep_alive_to_another_vhost_is_recounted_only_with_max_clients_vhost() {
     assert_eq!(pair("limited.test", "one.test"), None);
     // and the limit still counts exactly
     assert_eq!(srv.get("limited.test", "/index.html").status, 200);
+}
+
+// ---------------------------------------------------------------------------
+// Item 2: the parent trusts its own records, not the scoreboard
+// ---------------------------------------------------------------------------
+
+/// Finds the scoreboard with httpd's own headers (its global record opens
+/// with ServerLimit, ThreadLimit 1 and a small generation) and, for `secs`
+/// seconds, writes `status` into every slot, `victim` into every pid field
+/// and random generations everywhere.
+const SCRIBBLE_C: &str = r#"
+#include "httpd.h"
+#include "scoreboard.h"
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+
+static char *find(int server_limit) {
+    FILE *f = fopen("/proc/self/maps", "r");
+    char line[512];
+    char *found = NULL;
+    while (f && !found && fgets(line, sizeof line, f)) {
+        unsigned long a, b;
+        char perms[5];
+        if (sscanf(line, "%lx-%lx %4s", &a, &b, perms) != 3) continue;
+        if (perms[0] != 'r' || perms[1] != 'w' || perms[3] != 's') continue;
+        for (unsigned long off = 0; off <= 64 && a + off + sizeof(global_score) < b; off += 8) {
+            global_score *g = (global_score *)(a + off);
+            if (g->server_limit == server_limit && g->thread_limit == 1 && g->running_generation >= 0 && g->running_generation < 1000) {
+                found = (char *)g;
+                break;
+            }
+        }
+    }
+    if (f) fclose(f);
+    return found;
+}
+
+int scribble(int server_limit, int victim, int status, int secs, char *out, int len) {
+    char *sb = find(server_limit);
+    if (!sb) return snprintf(out, len, "found=0");
+    global_score *g = (global_score *)sb;
+    process_score *ps = (process_score *)(sb + sizeof(global_score));
+    worker_score *ws = (worker_score *)(sb + sizeof(global_score) + sizeof(process_score) * server_limit);
+    unsigned r = 12345;
+    long rounds = 0;
+    time_t end = time(NULL) + secs;
+    while (time(NULL) < end) {
+        r = r * 1103515245u + 12345u;
+        g->running_generation = (int)r;
+        for (int i = 0; i < server_limit; i++) {
+            ps[i].pid = victim;
+            ps[i].generation = (int)(r >> 3);
+            ws[i].status = status;
+        }
+        rounds++;
+        usleep(2000);
+    }
+    return snprintf(out, len, "found=1 rounds=%ld", rounds);
+}
+"#;
+
+#[test]
+fn scribbling_on_the_scoreboard_neither_forks_a_storm_nor_signals_foreign_pids() {
+    const SERVER_LIMIT: u32 = 13;
+    const MAX_WORKERS: usize = 6;
+    let alice = TestUser::create(false);
+    let setup = Setup::new();
+    let da = setup.docroot("a");
+    let cflags: Vec<String> = {
+        let out = std::process::Command::new("apr-1-config")
+            .args(["--includes", "--cppflags"])
+            .output()
+            .expect("apr-1-config (apache2-dev)");
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(String::from)
+            .chain(["-I/usr/include/apache2".to_string()])
+            .collect()
+    };
+    let flags: Vec<&str> = cflags.iter().map(String::as_str).collect();
+    let so = build_shared_object_with(&setup.dir, "scribble", SCRIBBLE_C, &flags);
+    write(
+        &da.join("scribble.php"),
+        &format!(
+            r#"<?php
+$c = FFI::cdef("int scribble(int server_limit, int victim, int status, int secs, char *out, int len);", "{}");
+$buf = FFI::new("char[64]");
+$c->scribble({SERVER_LIMIT}, (int)$_GET['victim'], (int)$_GET['status'], (int)$_GET['secs'], $buf, 64);
+echo FFI::string($buf);
+"#,
+            so.display()
+        ),
+        0o644,
+    );
+    write(&da.join("index.html"), "alive", 0o644);
+    let srv = setup
+        .global(format!("ServerLimit {SERVER_LIMIT}"))
+        .global(format!("MaxRequestWorkers {MAX_WORKERS}"))
+        .vhost(
+            VHost::new("alice.test")
+                .line(format!("DocumentRoot {}", da.display()))
+                .line(format!("AssignUserID {0} {0}", alice.name))
+                .line("php_admin_value ffi.enable 1"),
+        )
+        .start();
+    // a sacrificial process in httpd's own process group, whose pid the
+    // attack writes into every slot
+    let mut victim = std::process::Command::new("sleep")
+        .arg("120")
+        .process_group(srv.parent_pid())
+        .spawn()
+        .expect("sleep");
+    let vpid = victim.id();
+
+    // SERVER_DEAD (0) and SERVER_READY (2)
+    let attack = |status: u32, secs: u32| {
+        let port = srv.port();
+        std::thread::spawn(move || {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            let _ = write!(
+                s,
+                "GET /scribble.php?victim={vpid}&status={status}&secs={secs} HTTP/1.1\r\n\
+                 Host: alice.test\r\nConnection: close\r\n\r\n"
+            );
+            read_response(&mut s).map(|r| r.body).unwrap_or_default()
+        })
+    };
+
+    // Every slot dead, for 3 s: the parent must not fork past
+    // MaxRequestWorkers (it forked over a hundred before).
+    let a = attack(0, 3);
+    let mut most = 0;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(4) {
+        most = most.max(srv.worker_pids().len());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let body = a.join().unwrap();
+    assert!(
+        body.starts_with("found=1"),
+        "the attack found no scoreboard: {body}"
+    );
+    assert!(
+        most <= MAX_WORKERS,
+        "{most} workers with MaxRequestWorkers {MAX_WORKERS}:\n{}",
+        srv.error_log()
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !srv.error_log().contains("the scoreboard disagrees") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        srv.error_log().contains("the scoreboard disagrees"),
+        "{}",
+        srv.error_log()
+    );
+
+    // Every slot "ready" with the victim's pid, and a graceful restart
+    // meanwhile: the parent signals its workers, never the pids the
+    // scoreboard names (SIGUSR1 would end the victim, as it would a piped
+    // logger or another tenant's CGI in httpd's process group).
+    let a = attack(2, 3);
+    std::thread::sleep(Duration::from_millis(1000));
+    srv.signal(libc::SIGUSR1);
+    let body = a.join().unwrap();
+    assert!(body.starts_with("found=1"), "{body}");
+    assert!(
+        victim.try_wait().unwrap().is_none(),
+        "the parent signalled a pid it did not fork: {:?}\n{}",
+        victim.try_wait(),
+        srv.error_log()
+    );
+    // and the server answers, with the restart done
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ok = srv
+            .try_get("alice.test", "/index.html")
+            .is_ok_and(|r| r.body == "alive");
+        if ok {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", srv.error_log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = victim.kill();
+    let _ = victim.wait();
 }

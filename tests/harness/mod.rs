@@ -621,10 +621,16 @@ pub fn load(port: u16, host: &str, path: &str, n: usize, m: usize) -> (HashMap<u
 /// Builds C `source` into `dir/name.so` (readable by every user), for PHP
 /// FFI pages that play the attacker with native code.
 pub fn build_shared_object(dir: &Path, name: &str, source: &str) -> PathBuf {
+    build_shared_object_with(dir, name, source, &[])
+}
+
+/// Like `build_shared_object`, with extra compiler flags.
+pub fn build_shared_object_with(dir: &Path, name: &str, source: &str, flags: &[&str]) -> PathBuf {
     let src = dir.join(format!("{name}.c"));
     let so = dir.join(format!("{name}.so"));
     write(&src, source, 0o644);
     let out = Command::new("cc")
+        .args(flags)
         .args(["-O1", "-shared", "-fPIC", "-o"])
         .arg(&so)
         .arg(&src)
