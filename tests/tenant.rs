@@ -515,3 +515,179 @@ echo FFI::string($buf);
     let _ = victim.kill();
     let _ = victim.wait();
 }
+
+// ---------------------------------------------------------------------------
+// Item 5: what vhost code can still reach (README, "Security model")
+// ---------------------------------------------------------------------------
+
+/// Reads every private, readable mapping of `pid` and says whether `needle`
+/// is in it.
+fn memory_contains(pid: u32, needle: &[u8]) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    let Ok(mut mem) = std::fs::File::open(format!("/proc/{pid}/mem")) else {
+        return false;
+    };
+    for l in maps.lines() {
+        let mut f = l.split_whitespace();
+        let (Some(range), Some(perms)) = (f.next(), f.next()) else {
+            continue;
+        };
+        // private and readable: heaps, pools, the configuration
+        if !perms.starts_with('r') || !perms.ends_with('p') {
+            continue;
+        }
+        let Some((a, b)) = range.split_once('-') else {
+            continue;
+        };
+        let (a, b) = (
+            u64::from_str_radix(a, 16).unwrap(),
+            u64::from_str_radix(b, 16).unwrap(),
+        );
+        if b - a > 256 << 20 || mem.seek(SeekFrom::Start(a)).is_err() {
+            continue;
+        }
+        let mut buf = vec![0u8; (b - a) as usize];
+        if mem.read_exact(&mut buf).is_ok() && buf.windows(needle.len()).any(|w| w == needle) {
+            return true;
+        }
+    }
+    false
+}
+
+/// The residual risks the README's security model lists, as measured: a
+/// PHP process of vhost A holds vhost B's log descriptor open for writing
+/// and B's `SetEnv` secret in its memory, and a process it starts with
+/// `setsid` outlives `apachectl stop`.
+#[test]
+fn what_vhost_code_can_still_reach_is_as_documented() {
+    let alice = TestUser::create(false);
+    let bob = TestUser::create(false);
+    let setup = Setup::new();
+    let (da, db) = (setup.docroot("a"), setup.docroot("b"));
+    let drop_dir = setup.dir.join("alice-drop");
+    std::fs::create_dir_all(&drop_dir).unwrap();
+    chown(&drop_dir, alice.uid, alice.gid);
+    let secret = format!("itk-secret-{}-{}", std::process::id(), bob.uid);
+    let bob_log = setup.dir.join("logs/bob-access.log");
+    write(
+        &da.join("reach.php"),
+        &format!(
+            r#"<?php
+file_put_contents('{drop}/pid', getmypid());
+foreach (scandir('/proc/self/fd') as $fd) {{
+    if (!ctype_digit($fd)) continue;
+    $path = @readlink("/proc/self/fd/$fd");
+    $info = @file_get_contents("/proc/self/fdinfo/$fd");
+    preg_match('/flags:\s*([0-7]+)/', (string)$info, $m);
+    echo "FD $fd ", $path, ' ', $m[1] ?? '?', "\n";
+}}
+foreach (file('/proc/self/maps') as $l) {{
+    if (preg_match('/^([0-9a-f]+)-([0-9a-f]+) rw-s /', $l, $m)) {{
+        echo 'SHM ', hexdec($m[2]) - hexdec($m[1]), ' ', trim(substr($l, 73)), "\n";
+    }}
+}}
+echo 'OPCACHE ', function_exists('opcache_get_status') && @opcache_get_status(false) ? 'on' : 'off', "\n";
+echo 'ESCAPED ', trim(shell_exec('setsid sleep 300 > /dev/null 2>&1 & echo $!')), "\n";
+sleep(3);
+"#,
+            drop = drop_dir.display()
+        ),
+        0o644,
+    );
+    write(&db.join("index.html"), "bob", 0o644);
+    let srv = setup
+        .vhost(
+            VHost::new("alice.test")
+                .line(format!("DocumentRoot {}", da.display()))
+                .line(format!("AssignUserID {0} {0}", alice.name)),
+        )
+        .vhost(
+            VHost::new("bob.test")
+                .line(format!("DocumentRoot {}", db.display()))
+                .line(format!("AssignUserID {0} {0}", bob.name))
+                .line(format!("SetEnv BOB_DB_PASSWORD {secret}"))
+                .line(format!("CustomLog {} common", bob_log.display())),
+        )
+        .global("LogFormat \"%h %l %u %t \\\"%r\\\" %>s %b\" common")
+        .start();
+    assert_eq!(srv.get("bob.test", "/index.html").body, "bob");
+
+    let port = srv.port();
+    let page = std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(
+            s,
+            "GET /reach.php HTTP/1.1\r\nHost: alice.test\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        read_response(&mut s).map(|r| r.body).unwrap_or_default()
+    });
+    let pid_file = drop_dir.join("pid");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pid_file.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let php_pid: u32 = std::fs::read_to_string(&pid_file)
+        .expect("the PHP page wrote its pid")
+        .trim()
+        .parse()
+        .unwrap();
+    let in_memory = memory_contains(php_pid, secret.as_bytes());
+    let body = page.join().unwrap();
+
+    // a process started with setsid survives the stop (checked, and
+    // cleaned up, before anything else can fail)
+    let escaped: Option<i32> = body
+        .lines()
+        .find_map(|l| l.strip_prefix("ESCAPED "))
+        .and_then(|p| p.trim().parse().ok());
+    let mut srv = srv;
+    srv.stop();
+    let alive = escaped.is_some_and(|p| {
+        std::path::Path::new(&format!("/proc/{p}")).exists()
+            && !proc_status(p).contains("State:\tZ")
+    });
+    if let Some(p) = escaped {
+        // SAFETY: the escaped test process (a sleep as alice), ours to clean up.
+        unsafe { libc::kill(p, libc::SIGKILL) };
+    }
+    assert!(escaped.is_some(), "no escaped pid:\n{body}");
+
+    // another vhost's secret is in the tenant's address space
+    assert!(
+        in_memory,
+        "bob's SetEnv value was not found in alice's PHP process (README says it is)"
+    );
+    // another vhost's log is open for writing in the tenant's process
+    let bob_fd = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("FD "))
+        .find(|l| l.contains(&bob_log.display().to_string()))
+        .unwrap_or_else(|| panic!("bob's log is not open in alice's process:\n{body}"));
+    let flags = u32::from_str_radix(bob_fd.rsplit(' ').next().unwrap(), 8).unwrap();
+    assert_ne!(flags & 3, 0, "bob's log is open read-only: {bob_fd}");
+    // shared memory the tenant can write: the scoreboard always, opcache's
+    // (every tenant's compiled scripts) when it is on
+    let shm: Vec<u64> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("SHM "))
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert!(!shm.is_empty(), "no writable shared mapping:\n{body}");
+    if body.contains("OPCACHE on") {
+        assert!(
+            shm.iter().any(|n| *n >= 8 << 20),
+            "opcache is on but its shared memory is not mapped writable:\n{body}"
+        );
+    }
+    // no epoll instance of the worker (identity.rs checks the rest)
+    assert!(
+        !body.lines().any(|l| l.contains("anon_inode:[eventpoll]")),
+        "{body}"
+    );
+    assert!(
+        alive,
+        "the setsid process died with the server (README says it survives)"
+    );
+}
