@@ -68,12 +68,15 @@ pub struct State {
     /// Every `AssignUserID` of the configuration, resolved once, with where
     /// it was written (for check_config's messages).
     pub identities: Vec<(Identity, String)>,
+    /// Every `NiceValue` (clamped) with where it was written.
+    pub nice_values: Vec<(i32, String)>,
 }
 
 static STATE: Mutex<State> = Mutex::new(State {
     tuning: Tuning::defaults(),
     globals: Globals::defaults(),
     identities: Vec::new(),
+    nice_values: Vec::new(),
 });
 
 /// The configuration state (single-threaded process: never contended).
@@ -86,6 +89,7 @@ pub fn reset() {
     s.tuning = Tuning::defaults();
     s.globals = Globals::defaults();
     s.identities.clear();
+    s.nice_values.clear();
 }
 
 /// Per-directory configuration (AssignUserID, the expressions, NiceValue).

@@ -19,7 +19,7 @@ use crate::ffi::{
     self, HTTP_INTERNAL_SERVER_ERROR, HTTP_SERVICE_UNAVAILABLE, Level, OK, Pool, Request, Server,
 };
 use mpm_itk_core::ids::{self, Identity};
-use mpm_itk_core::privileges::{self, PrivError, RealSys, Sys, Target, WorkerPlan};
+use mpm_itk_core::privileges::{self, CapsHashSet, PrivError, RealSys, Sys, Target, WorkerPlan};
 use mpm_itk_core::ranges::{self, Allowed, ExprPolicy};
 use mpm_itk_core::seccomp;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -35,6 +35,9 @@ struct Prepared {
     /// Who AssignUserIDExpr / AssignGroupIDExpr may choose.
     expr_policy: ExprPolicy,
     filter: Vec<seccompiler::sock_filter>,
+    /// What the server was started with, if it runs as root (else the
+    /// checks that need it are left to the real start).
+    caps: Option<CapsHashSet>,
 }
 
 static PREPARED: Mutex<Option<Prepared>> = Mutex::new(None);
@@ -153,12 +156,108 @@ fn prepare() -> Result<Prepared, String> {
         server_uid: uid,
         server_gid: gid,
     };
+    let caps = if nix::unistd::geteuid().is_root() {
+        let caps = privileges::effective_capabilities()
+            .map_err(|e| format!("cannot read this process's capabilities: {e}"))?;
+        check_nice_values(&caps, &st.nice_values)?;
+        Some(caps)
+    } else {
+        None
+    };
     Ok(Prepared {
         server,
         allowed,
         expr_policy,
         filter,
+        caps,
     })
+}
+
+/// Without CAP_SYS_NICE (a container's default set) no NiceValue below the
+/// server's own nice value can ever be applied: a configuration error
+/// naming the directive, never a silent no-op.
+fn check_nice_values(caps: &CapsHashSet, values: &[(i32, String)]) -> Result<(), String> {
+    if caps.contains(&privileges::Capability::CAP_SYS_NICE) {
+        return Ok(());
+    }
+    let now = privileges::current_nice().map_err(|e| format!("getpriority: {e}"))?;
+    match values.iter().find(|(n, _)| *n < now) {
+        Some((n, at)) => Err(format!(
+            "NiceValue {n} at {at} is below the server's nice value {now}, which needs \
+             CAP_SYS_NICE, and the server was started without it (a container's default \
+             capability set?): lower values than {now} cannot be applied"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// What the server lacks of the capabilities the workers use, said once at
+/// startup: refuse without the required ones, warn about the optional ones
+/// (and about no_new_privs forced by a missing CAP_SYS_ADMIN).
+fn check_capabilities(s: Server, caps: &CapsHashSet, no_new_privs: bool) -> Result<(), ()> {
+    let mut missing: Vec<String> = privileges::required_capabilities()
+        .difference(caps)
+        .map(|c| c.to_string())
+        .collect();
+    if !missing.is_empty() {
+        missing.sort();
+        ffi::log(
+            Level::Emerg,
+            0,
+            Some(s),
+            &format!(
+                "mpm-itk: the server was started without {}, which switching to the vhost users needs \
+                 (a container or service manager took them away); refusing to start",
+                missing.join(", ")
+            ),
+        );
+        return Err(());
+    }
+    if config::state().globals.enable_caps {
+        for (cap, loss) in privileges::optional_capabilities() {
+            if !caps.contains(&cap) {
+                ffi::log(
+                    Level::Warn,
+                    0,
+                    Some(s),
+                    &format!(
+                        "mpm-itk: the server was started without {cap} (a container's default \
+                         capability set?): {loss}"
+                    ),
+                );
+            }
+        }
+    }
+    if !no_new_privs && !caps.contains(&privileges::Capability::CAP_SYS_ADMIN) {
+        ffi::log(
+            Level::Warn,
+            0,
+            Some(s),
+            "mpm-itk: the server was started without CAP_SYS_ADMIN (a container's default \
+             capability set?), and the kernel installs a seccomp filter without it only under \
+             no_new_privs: the workers run as with NoNewPrivileges On, so setgid helpers such \
+             as postdrop (PHP's mail()) cannot gain their group",
+        );
+    }
+    Ok(())
+}
+
+/// NoNewPrivileges, or forced without CAP_SYS_ADMIN (see check_capabilities).
+fn no_new_privs(p: &Prepared) -> bool {
+    config::state().globals.no_new_privs
+        || p.caps
+            .as_ref()
+            .is_some_and(|c| !c.contains(&privileges::Capability::CAP_SYS_ADMIN))
+}
+
+/// What a worker keeps with EnableCapabilities On: the four, less those the
+/// server lacks.
+fn worker_keeps(p: &Prepared) -> CapsHashSet {
+    let four = privileges::worker_capabilities();
+    match &p.caps {
+        Some(c) => four.intersection(c).copied().collect(),
+        None => four,
+    }
 }
 
 /// post_config: version banner; refuse to start where the confinement
@@ -197,6 +296,13 @@ pub fn post_config(pconf: Pool, s: Server) -> i32 {
             ),
         );
     }
+    let nnp = config::state().globals.no_new_privs;
+    let caps = prepared().as_ref().and_then(|p| p.caps.clone());
+    if let Some(caps) = caps {
+        if check_capabilities(s, &caps, nnp).is_err() {
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
     if !seccomp::available() {
         ffi::log(
             Level::Emerg,
@@ -234,7 +340,8 @@ pub fn enter_worker_sandbox() -> Result<(), String> {
         gid: p.server.gid,
         groups: p.server.groups.clone(),
         enable_caps: g.enable_caps,
-        no_new_privs: g.no_new_privs,
+        keep: worker_keeps(p),
+        no_new_privs: no_new_privs(p),
         dumpable: httpd::coredumpdir_configured(),
         filter: p.filter.clone(),
     };

@@ -39,14 +39,17 @@
 //! `tests/`.
 
 use crate::ranges::Allowed;
-use caps::{CapSet, Capability, CapsHashSet};
+use caps::CapSet;
+pub use caps::{Capability, CapsHashSet};
 use seccompiler::BpfProgram;
 use std::fmt;
 use std::io;
 
 /// The capabilities a worker keeps with `EnableCapabilities On`: switch
 /// uid/gid, read any file to find the vhost's documents and `.htaccess`
-/// before the switch, and apply a negative `NiceValue`.
+/// before the switch, and apply a negative `NiceValue`. The last two are
+/// optional ([`optional_capabilities`]): a container's default set lacks
+/// them, and the server then runs without, with a warning.
 pub fn worker_capabilities() -> CapsHashSet {
     [
         Capability::CAP_SETUID,
@@ -56,6 +59,27 @@ pub fn worker_capabilities() -> CapsHashSet {
     ]
     .into_iter()
     .collect()
+}
+
+/// The worker capabilities a server can do without, each with what it
+/// loses.
+pub fn optional_capabilities() -> Vec<(Capability, &'static str)> {
+    vec![
+        (
+            Capability::CAP_DAC_READ_SEARCH,
+            "before the switch, directories and .htaccess files that only the vhost user can \
+             read cannot be searched: such documents get a 403",
+        ),
+        (
+            Capability::CAP_SYS_NICE,
+            "NiceValue can only raise the nice value (a lower one is a configuration error)",
+        ),
+    ]
+}
+
+/// The capabilities this process holds (effective set).
+pub fn effective_capabilities() -> io::Result<CapsHashSet> {
+    caps::read(None, CapSet::Effective).map_err(caps_err)
 }
 
 /// Every privileged operation the recipes perform.
@@ -258,10 +282,10 @@ fn step<T>(name: &'static str, r: io::Result<T>) -> Result<T, PrivError> {
     r.map_err(|err| PrivError::Call { step: name, err })
 }
 
-/// What a root worker (`EnableCapabilities Off`) must hold for its
-/// connection children: setgroups/setgid, setuid, and emptying the
-/// bounding set.
-pub fn root_worker_capabilities() -> CapsHashSet {
+/// What every worker must be able to use, whatever EnableCapabilities says:
+/// setgroups/setgid, setuid, and emptying the bounding set. Without them
+/// there is no per-vhost identity: the server refuses to start.
+pub fn required_capabilities() -> CapsHashSet {
     [
         Capability::CAP_SETUID,
         Capability::CAP_SETGID,
@@ -280,7 +304,12 @@ pub struct WorkerPlan {
     pub groups: Vec<u32>,
     /// `EnableCapabilities`.
     pub enable_caps: bool,
-    /// `NoNewPrivileges`.
+    /// What the worker keeps with `EnableCapabilities On`: the four of
+    /// [`worker_capabilities`], less the optional ones the server was
+    /// started without.
+    pub keep: CapsHashSet,
+    /// `NoNewPrivileges`, or forced because the server lacks CAP_SYS_ADMIN
+    /// (the kernel then installs a filter only under no_new_privs).
     pub no_new_privs: bool,
     /// Keep the process dumpable (CoreDumpDirectory).
     pub dumpable: bool,
@@ -299,21 +328,17 @@ pub fn enter_worker_sandbox<S: Sys>(sys: &mut S, plan: &WorkerPlan) -> Result<()
     // no_new_privs the kernel requires CAP_SYS_ADMIN to install it, and every
     // later set*id call (our own below included) must already pass through it.
     step("seccomp filter", sys.install_filter(&plan.filter))?;
-    if !plan.enable_caps {
-        // EnableCapabilities Off: a root worker (NFS setups) restricted by
-        // the filter alone, as in the C module. Its connection children
-        // will need these to switch; a root stripped of them would start
-        // and then fail every request. CAP_SETPCAP empties the bounding set
-        // just below.
-        let missing = step(
-            "read capabilities",
-            sys.missing_caps(&root_worker_capabilities()),
-        )?;
-        if !missing.is_empty() {
-            let mut names: Vec<String> = missing.iter().map(|c| c.to_string()).collect();
-            names.sort();
-            return Err(PrivError::MissingCaps(names));
-        }
+    // Without these no switch can work: a worker stripped of them would
+    // start and then fail every request (the parent checks at startup too).
+    // CAP_SETPCAP empties the bounding set just below.
+    let missing = step(
+        "read capabilities",
+        sys.missing_caps(&required_capabilities()),
+    )?;
+    if !missing.is_empty() {
+        let mut names: Vec<String> = missing.iter().map(|c| c.to_string()).collect();
+        names.sort();
+        return Err(PrivError::MissingCaps(names));
     }
     // Empty the bounding set while we are root (it takes CAP_SETPCAP), and
     // before any module can start a thread (each thread has its own and
@@ -337,7 +362,6 @@ pub fn enter_worker_sandbox<S: Sys>(sys: &mut S, plan: &WorkerPlan) -> Result<()
             sys.clear_inheritable(),
         );
     }
-    let keep = worker_capabilities();
     // Groups before gid before uid: each needs the privilege the next drops.
     step("setgroups", sys.set_groups(&plan.groups))?;
     step("setresgid", sys.set_gid(plan.gid))?;
@@ -353,7 +377,7 @@ pub fn enter_worker_sandbox<S: Sys>(sys: &mut S, plan: &WorkerPlan) -> Result<()
     step("setresuid", sys.set_euid(plan.uid))?;
     // Now an ordinary user: make exactly the four capabilities effective and
     // permitted; nothing inheritable or ambient, so no exec'd program gets any.
-    step("set capabilities", sys.set_caps(&keep))?;
+    step("set capabilities", sys.set_caps(&plan.keep))?;
     if plan.dumpable {
         // setuid cleared the dumpable flag; CoreDumpDirectory wants it back.
         step("prctl(PR_SET_DUMPABLE)", sys.set_dumpable())?;
@@ -466,6 +490,10 @@ fn check_ids<S: Sys>(sys: &S, uids: [u32; 3], gid: u32) -> Result<(), PrivError>
 /// The real system calls.
 pub struct RealSys;
 
+fn caps_err(e: caps::errors::CapsError) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
 /// The thread ids of this process.
 fn task_ids() -> io::Result<Vec<i32>> {
     let mut ids = Vec::new();
@@ -475,10 +503,6 @@ fn task_ids() -> io::Result<Vec<i32>> {
         }
     }
     Ok(ids)
-}
-
-fn caps_err(e: caps::errors::CapsError) -> io::Error {
-    io::Error::other(e.to_string())
 }
 
 fn check(rc: libc::c_int) -> io::Result<()> {
@@ -713,6 +737,7 @@ mod tests {
             gid: 33,
             groups: vec![33],
             enable_caps,
+            keep: worker_capabilities(),
             no_new_privs: false,
             dumpable: false,
             filter: Vec::new(),
@@ -734,9 +759,17 @@ mod tests {
         }
     }
 
+    /// A recorder for a root process with every capability.
+    fn root() -> Recorder {
+        Recorder {
+            caps: caps::all(),
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn worker_sandbox_order() {
-        let mut r = Recorder::default();
+        let mut r = root();
         enter_worker_sandbox(&mut r, &plan(true)).unwrap();
         assert_eq!(
             r.steps,
@@ -801,12 +834,33 @@ mod tests {
     fn worker_sandbox_stops_at_first_failure() {
         let mut r = Recorder {
             fail_at: Some("setgid"),
-            ..Default::default()
+            ..root()
         };
         let e = enter_worker_sandbox(&mut r, &plan(true)).unwrap_err();
         assert!(e.to_string().contains("setresgid"), "{e}");
         assert_eq!(r.steps.last().unwrap(), "setgid 33");
         assert!(!r.steps.iter().any(|s| s.starts_with("setuid")));
+    }
+
+    #[test]
+    fn a_worker_without_the_optional_capabilities_keeps_the_others() {
+        // a container's default set: no CAP_SYS_NICE, no CAP_DAC_READ_SEARCH
+        let mut r = root();
+        r.caps.remove(&Capability::CAP_SYS_NICE);
+        r.caps.remove(&Capability::CAP_DAC_READ_SEARCH);
+        let mut p = plan(true);
+        p.keep = [Capability::CAP_SETUID, Capability::CAP_SETGID]
+            .into_iter()
+            .collect();
+        enter_worker_sandbox(&mut r, &p).unwrap();
+        assert!(r.steps.contains(&"caps 2".to_string()), "{:?}", r.steps);
+        // but never without a required one, in either mode
+        for enable in [true, false] {
+            let mut r = root();
+            r.caps.remove(&Capability::CAP_SETPCAP);
+            let e = enter_worker_sandbox(&mut r, &plan(enable)).unwrap_err();
+            assert!(e.to_string().contains("CAP_SETPCAP"), "{e}");
+        }
     }
 
     #[test]

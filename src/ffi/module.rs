@@ -422,6 +422,7 @@ unsafe extern "C" fn cmd_nice(
             super::log_startup(super::Level::Warn, &format!("{w} ({})", c.location()));
         }
         dir_conf(mconfig).nice = Some(n);
+        config::state().nice_values.push((n, c.location()));
         Ok(())
     })
 }

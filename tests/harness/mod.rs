@@ -290,9 +290,24 @@ impl Setup {
     }
 
     pub fn start(self) -> Server {
+        // SAFETY: a pre_exec that does nothing.
+        unsafe { self.start_with(|| Ok(())) }
+    }
+
+    /// Starts httpd with `pre_exec` run in the child just before exec (to
+    /// start it with fewer capabilities, as in a container) and waits until
+    /// it answers.
+    ///
+    /// # Safety
+    /// `pre_exec` runs between fork and exec: it must only make
+    /// async-signal-safe calls (see `CommandExt::pre_exec`).
+    pub unsafe fn start_with<F>(self, pre_exec: F) -> Server
+    where
+        F: FnMut() -> std::io::Result<()> + Send + Sync + 'static,
+    {
         self.write_conf();
-        let child = Command::new("/usr/sbin/apache2")
-            .args(["-f", self.conf_path().to_str().unwrap(), "-DFOREGROUND"])
+        let mut cmd = Command::new("/usr/sbin/apache2");
+        cmd.args(["-f", self.conf_path().to_str().unwrap(), "-DFOREGROUND"])
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("LANG", "C")
@@ -300,9 +315,10 @@ impl Setup {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .expect("spawn apache2");
+            .process_group(0);
+        // SAFETY: the caller guarantees that `pre_exec` is fork-safe.
+        unsafe { cmd.pre_exec(pre_exec) };
+        let child = cmd.spawn().expect("spawn apache2");
         let srv = Server {
             setup: self,
             child: Some(child),
@@ -616,6 +632,34 @@ pub fn load(port: u16, host: &str, path: &str, n: usize, m: usize) -> (HashMap<u
         errors += e;
     }
     (total, errors)
+}
+
+/// Docker's default capability set (CHOWN, DAC_OVERRIDE, FOWNER, FSETID,
+/// KILL, SETGID, SETUID, SETPCAP, NET_BIND_SERVICE, NET_RAW, SYS_CHROOT,
+/// MKNOD, AUDIT_WRITE, SETFCAP): no CAP_SYS_ADMIN, CAP_SYS_NICE or
+/// CAP_DAC_READ_SEARCH.
+pub const DOCKER_DEFAULT_CAPS: [u32; 14] = [0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 27, 29, 31];
+
+/// A pre_exec for `start_with`: drops every capability but `keep` from the
+/// bounding set, so that root's exec of httpd gets only `keep`, as in a
+/// container started with that set.
+pub fn bounding_set_only(
+    keep: &'static [u32],
+) -> impl FnMut() -> std::io::Result<()> + Send + Sync {
+    move || {
+        for cap in 0..64u32 {
+            if keep.contains(&cap) {
+                continue;
+            }
+            // SAFETY: prctl with integer arguments, fork-safe. EINVAL: a
+            // number past the kernel's last capability.
+            let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+            if rc != 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Builds C `source` into `dir/name.so` (readable by every user), for PHP
