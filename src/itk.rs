@@ -296,6 +296,17 @@ pub fn post_config(pconf: Pool, s: Server) -> i32 {
             ),
         );
     }
+    if httpd::module_loaded(c"mod_cgid.c") {
+        // mod_cgid's daemon is forked by the parent and runs every CGI as
+        // User, outside any connection child: never as the vhost's user.
+        ffi::log(
+            Level::Warn,
+            0,
+            Some(s),
+            "mpm-itk: mod_cgid is loaded: its daemon runs CGI programs as User for every vhost, \
+             not as the vhost's AssignUserID user; load mod_cgi instead (a2dismod cgid; a2enmod cgi)",
+        );
+    }
     let nnp = config::state().globals.no_new_privs;
     let caps = prepared().as_ref().and_then(|p| p.caps.clone());
     if let Some(caps) = caps {

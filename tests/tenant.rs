@@ -691,3 +691,17 @@ sleep(3);
         "the setsid process died with the server (README says it survives)"
     );
 }
+
+/// mod_cgid runs CGI programs from a daemon of its own, as User for every
+/// vhost: the module says so at startup.
+#[test]
+fn mod_cgid_is_warned_about() {
+    let srv = Setup::new().modules(&["cgid"]).start();
+    let log = srv.error_log();
+    assert!(
+        log.lines().any(|l| l.contains(":warn]")
+            && l.contains("mod_cgid is loaded")
+            && l.contains("load mod_cgi instead")),
+        "{log}"
+    );
+}
