@@ -147,8 +147,19 @@ fn stop_leaves_nothing_behind() {
     let mut srv = setup.start();
     assert!(pidfile.exists());
     let port = srv.port();
-    srv.stop();
-    assert!(srv.our_processes().is_empty(), "{:?}", srv.our_processes());
+    // SIGTERM and the parent's own shutdown, before the harness's stop()
+    // (which SIGKILLs whatever is left) could hide a straggler
+    srv.signal(libc::SIGTERM);
+    assert!(srv.wait_exit(15), "httpd did not stop on SIGTERM");
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while !srv.our_processes().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        srv.our_processes().is_empty(),
+        "processes left after SIGTERM: {:?}",
+        srv.our_processes()
+    );
     assert!(!pidfile.exists(), "pid file left behind");
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),

@@ -291,6 +291,31 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn x32_syscall_numbers_are_refused() {
+        // A kernel without x32 answers ENOSYS with no filter at all, so the
+        // program itself is checked too: the guard follows the
+        // architecture check.
+        let prog = build(&Allowed {
+            uids: IdRange {
+                min: 3000,
+                max: 4000,
+            },
+            gids: IdRange {
+                min: 3000,
+                max: 4000,
+            },
+            server_uid: 33,
+            server_gid: 33,
+        })
+        .unwrap();
+        let guard: Vec<(u16, u32)> = prog[3..6].iter().map(|i| (i.code, i.k)).collect();
+        assert_eq!(
+            guard,
+            [
+                (0x20, 0),
+                (0x35, X32_SYSCALL_BIT),
+                (0x06, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32)
+            ]
+        );
         let code = in_filtered_child(|| {
             let e = sc(libc::SYS_setuid | X32_SYSCALL_BIT as i64, 0, 0, 0);
             if e == libc::ENOSYS { 0 } else { 1 }
