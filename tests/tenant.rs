@@ -705,3 +705,75 @@ fn mod_cgid_is_warned_about() {
         "{log}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// .htaccess expressions before the switch
+// ---------------------------------------------------------------------------
+
+/// `<If>` in a tenant's .htaccess is evaluated before the switch, while the
+/// connection child can still search any directory (CAP_DAC_READ_SEARCH).
+/// httpd (2.4.71) refuses `file()` in .htaccess, so no content leaks; the
+/// file tests (`-f`, `-d`, ...) still tell whether a path exists, also in
+/// another tenant's directory: a residual risk the README's security model
+/// lists, measured here.
+#[test]
+fn htaccess_expressions_read_no_file_but_see_whether_paths_exist() {
+    let alice = TestUser::create(false);
+    let setup = Setup::new();
+    let da = setup.docroot("a");
+    let secret = setup.dir.join("secret.txt");
+    write(&secret, "TOPSECRET\n", 0o600);
+    write(&da.join("index.html"), "alice", 0o644);
+    let oracle = |re: &str| {
+        format!(
+            "<If \"file('{}') =~ /{re}/\">\n  Require all denied\n</If>\n",
+            secret.display()
+        )
+    };
+    let srv = setup
+        .vhost(
+            VHost::new("alice.test")
+                .line(format!("DocumentRoot {}", da.display()))
+                .line(format!("AssignUserID {0} {0}", alice.name))
+                .line(format!(
+                    "<Directory {}>\n    AllowOverride All\n  </Directory>",
+                    da.display()
+                )),
+        )
+        .start();
+    let mut answers = vec![];
+    for re in ["^TOPSECRET", "^NOPE"] {
+        write(&da.join(".htaccess"), &oracle(re), 0o644);
+        answers.push(srv.get("alice.test", "/index.html").status);
+    }
+    // with the leak: 403 for the right guess, 200 for the wrong one
+    assert_ne!(
+        answers,
+        vec![403, 200],
+        "the .htaccess read a root-only file"
+    );
+    assert_eq!(answers, vec![500, 500], "{}", srv.error_log());
+    assert!(
+        srv.error_log()
+            .contains("not available in restricted context"),
+        "{}",
+        srv.error_log()
+    );
+    // existence still answers (documented residual risk)
+    write(
+        &da.join(".htaccess"),
+        &format!(
+            "<If \"-f '{}'\">\n  Require all denied\n</If>\n",
+            secret.display()
+        ),
+        0o644,
+    );
+    assert_eq!(srv.get("alice.test", "/index.html").status, 403);
+    // an ordinary .htaccess still works
+    write(
+        &da.join(".htaccess"),
+        "<If \"%{HTTP_HOST} == 'x'\">\n  Require all denied\n</If>\n",
+        0o644,
+    );
+    assert_eq!(srv.get("alice.test", "/index.html").body, "alice");
+}
