@@ -640,6 +640,14 @@ fn resolve_target(
         id.groups = ids::supplementary_groups(user, gid).unwrap_or_else(|_| vec![gid]);
         id.gid = gid;
     }
+    if d.uid_expr.is_some() || d.gid_expr.is_some() {
+        // An identity chosen per request keeps no system group from the
+        // group database (docker, adm, sudo...), unless LimitGIDRange says
+        // otherwise; its primary group was checked above.
+        let primary = id.gid;
+        id.groups
+            .retain(|g| *g == primary || policy.keeps_group(*g));
+    }
     Ok(id)
 }
 

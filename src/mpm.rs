@@ -715,8 +715,11 @@ pub fn run(pconf: Pool, plog: Pool, s: Server) -> i32 {
                 .map(|sl| children().get(sl).generation);
             if dead.processed_status == httpd::APEXIT_CHILDFATAL {
                 // A fatal error in a worker of this generation stops the
-                // server (prefork's rule); one of an old generation is ignored.
-                if generation.is_none_or(|g| g == r.my_generation()) {
+                // server (prefork's rule); one of an old generation is
+                // ignored, and so is a process that is no worker at all (an
+                // orphan of vhost code re-parented to us when httpd is pid 1
+                // must not be able to stop the server with exit(15)).
+                if generation.is_some_and(|g| g == r.my_generation()) {
                     r.set_mpm_state(mpmq::STOPPING);
                     // prefork's `return !OK`: main logs "MPM run failed,
                     // exiting" (AH02818) and exits 1, so a supervisor sees
@@ -741,6 +744,8 @@ pub fn run(pconf: Pool, plog: Pool, s: Server) -> i32 {
                     let _ = make_child(slot);
                     remaining -= 1;
                 }
+            } else if httpd::other_child_died(&dead) {
+                // a piped logger or mod_cgid's daemon: httpd restarts it
             } else if r.was_graceful() != 0 {
                 ffi::log(
                     Level::Warn,

@@ -158,6 +158,13 @@ impl ExprPolicy {
         )
     }
 
+    /// May a request's identity chosen per request keep supplementary group
+    /// `gid` (of the user's entries in the group database)? Not a system
+    /// group (`docker`, `adm`, `sudo`...) unless LimitGIDRange is set.
+    pub fn keeps_group(&self, gid: u32) -> bool {
+        gid == self.server_gid || self.explicit_gids.is_some() || gid >= self.gid_min
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn check(
         what: &str,
@@ -239,6 +246,16 @@ mod tests {
         // the server's own User/Group
         assert!(p.check_uid(33, true).is_ok());
         assert!(p.check_gid(33, true).is_ok());
+    }
+
+    #[test]
+    fn supplementary_system_groups_are_left_out_by_default() {
+        let p = policy(None);
+        assert!(!p.keeps_group(27)); // sudo
+        assert!(!p.keeps_group(4)); // adm
+        assert!(p.keeps_group(33)); // the server's Group
+        assert!(p.keeps_group(1500));
+        assert!(policy(Some(IdRange { min: 1, max: 5000 })).keeps_group(27));
     }
 
     #[test]

@@ -609,10 +609,35 @@ pub fn try_reap(pid: i32) -> Option<Reaped> {
             sys::apr_wait_how_e_APR_NOWAIT,
         )
     };
+    if rv == libc::ECHILD {
+        // Not (or no longer) our child: someone else reaped it. Gone, with
+        // an unknown status; never wait for it again.
+        return Some(Reaped {
+            pid,
+            processed_status: 0,
+            signal: None,
+            exit_code: None,
+        });
+    }
     if rv != sys::APR_CHILD_DONE {
         return None;
     }
     Some(reaped(proc_, why, status))
+}
+
+/// Tells httpd's "other children" (piped loggers, mod_cgid's daemon) that
+/// `dead` died, as prefork's parent does for a pid that is not a worker, so
+/// that a piped logger is restarted. True if one of them was it.
+pub fn other_child_died(dead: &Reaped) -> bool {
+    let mut proc_ = sys::apr_proc_t {
+        pid: dead.pid,
+        ..Default::default()
+    };
+    let status = dead.signal.or(dead.exit_code).unwrap_or(0);
+    // SAFETY: proc_ is a valid local; APR looks the pid up in its own list.
+    unsafe {
+        sys::apr_proc_other_child_alert(&mut proc_, sys::APR_OC_REASON_DEATH as c_int, status) == 0
+    }
 }
 
 /// Lets httpd's "other children" (piped loggers, mod_cgid's daemon) see a
