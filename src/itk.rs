@@ -38,6 +38,8 @@ struct Prepared {
     /// What the server was started with, if it runs as root (else the
     /// checks that need it are left to the real start).
     caps: Option<CapsHashSet>,
+    /// The workers' real uid (EnableCapabilities On), 0 if no free one.
+    worker_real_uid: u32,
 }
 
 static PREPARED: Mutex<Option<Prepared>> = Mutex::new(None);
@@ -164,12 +166,26 @@ fn prepare() -> Result<Prepared, String> {
     } else {
         None
     };
+    // A real uid of the workers' own: no account, no vhost, no explicit
+    // range, mapped in this user namespace.
+    let uid_map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+    let explicit = st
+        .globals
+        .uid_range_explicit
+        .then_some(st.globals.uid_range);
+    let worker_real_uid = ids::free_worker_uid(&uid_map, |u| {
+        u == uid
+            || explicit.is_some_and(|r| r.contains(u))
+            || st.identities.iter().any(|(id, _)| id.uid == u)
+    })
+    .unwrap_or(0);
     Ok(Prepared {
         server,
         allowed,
         expr_policy,
         filter,
         caps,
+        worker_real_uid,
     })
 }
 
@@ -307,6 +323,17 @@ pub fn post_config(pconf: Pool, s: Server) -> i32 {
              not as the vhost's AssignUserID user; load mod_cgi instead (a2dismod cgid; a2enmod cgi)",
         );
     }
+    let enable_caps = config::state().globals.enable_caps;
+    if enable_caps && prepared().as_ref().is_some_and(|p| p.worker_real_uid == 0) {
+        ffi::log(
+            Level::Warn,
+            0,
+            Some(s),
+            "mpm-itk: no free uid between 65000 and 65533 for the workers' real uid (each has an \
+             account, a vhost or is in LimitUIDRange); the workers keep real uid 0, so code running \
+             before the switch could signal root processes",
+        );
+    }
     let nnp = config::state().globals.no_new_privs;
     let caps = prepared().as_ref().and_then(|p| p.caps.clone());
     if let Some(caps) = caps {
@@ -351,6 +378,7 @@ pub fn enter_worker_sandbox() -> Result<(), String> {
         gid: p.server.gid,
         groups: p.server.groups.clone(),
         enable_caps: g.enable_caps,
+        real_uid: p.worker_real_uid,
         keep: worker_keeps(p),
         no_new_privs: no_new_privs(p),
         dumpable: httpd::coredumpdir_configured(),

@@ -51,14 +51,14 @@ impl Privs {
     /// A row of the table: the same id four times (real, effective, saved,
     /// filesystem); CapEff = CapPrm = `caps`.
     /// The worker's row (and a connection child's before the switch) with
-    /// EnableCapabilities On: effective and filesystem uid `User`, real and
-    /// saved uid 0, so that the switch is a change away from root (the
-    /// kernel clears every thread's capabilities) and code running as User
-    /// cannot signal it; the four capabilities, and an empty bounding set
+    /// EnableCapabilities On: effective and filesystem uid `User`, saved
+    /// uid 0 (the switch is then a change away from root: the kernel clears
+    /// every thread's capabilities), a real uid of the workers' own (code
+    /// running as User cannot signal them, they cannot signal root); the four capabilities, and an empty bounding set
     /// (README, "Privileges").
     fn worker_row(nnp: u8) -> Privs {
         Privs {
-            uid: "0 33 0 33".into(),
+            uid: format!("{} 33 0 33", worker_real_uid()),
             ..Privs::row((33, 33), FOUR_CAPS, NO_CAPS, 2, nnp)
         }
     }

@@ -131,6 +131,30 @@ pub fn group_exists(gid: u32) -> Result<bool, IdError> {
         .map_err(|e| IdError::Lookup(e.to_string()))
 }
 
+/// Is `uid` mapped in this user namespace (`/proc/self/uid_map`'s text:
+/// "inside outside count" lines)?
+pub fn uid_mapped(uid_map: &str, uid: u32) -> bool {
+    uid_map.lines().any(|l| {
+        let v: Vec<u64> = l
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        v.len() == 3 && v[0] <= uid as u64 && (uid as u64) < v[0] + v[2]
+    })
+}
+
+/// The real uid for the workers: the first of 65533 down to 65000 (a range
+/// no distribution allocates) that no account has, that `taken` does not
+/// name (User, the uids of the vhosts, an explicit LimitUIDRange) and that
+/// this user namespace maps. None if there is none.
+pub fn free_worker_uid(uid_map: &str, taken: impl Fn(u32) -> bool) -> Option<u32> {
+    (65000..=65533).rev().find(|u| {
+        !taken(*u)
+            && uid_mapped(uid_map, *u)
+            && User::from_uid(Uid::from_raw(*u)).ok().flatten().is_none()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,6 +177,18 @@ mod tests {
             Err(IdError::NoSuchGroup("no-such-group-itk".into()))
         );
         assert!(resolve_user("#abc").is_err());
+    }
+
+    #[test]
+    fn worker_uid_is_free_and_mapped() {
+        let full = "         0          0 4294967295\n";
+        assert!(uid_mapped(full, 65533));
+        let rootless = "0 1000 1\n1 100000 65536\n";
+        assert!(uid_mapped(rootless, 65533));
+        assert!(!uid_mapped("0 1000 1\n1 100000 1000\n", 65533));
+        let u = free_worker_uid(full, |u| u == 65533).unwrap();
+        assert!(u < 65533 && u >= 65000);
+        assert_eq!(free_worker_uid("0 0 1\n", |_| false), None);
     }
 
     #[test]

@@ -22,9 +22,9 @@
 //!
 //! * The bounding set is final before any thread exists: the worker empties
 //!   it in its sandbox, while it is still root, and threads inherit it.
-//! * The worker keeps uid 0 as its real and saved uid (the effective uid is
-//!   `User` with `On`). At the switch, `setresuid(u, u, u)` takes the last 0
-//!   out of every thread's uids, and the kernel then clears the permitted,
+//! * The worker keeps uid 0 as its saved uid (the effective uid is `User`
+//!   with `On`, the real one a uid of its own). At the switch,
+//!   `setresuid(u, u, u)` takes the last 0 out of every thread's uids, and the kernel then clears the permitted,
 //!   effective and ambient sets of each thread that makes the call
 //!   (capabilities(7), "Effect of user ID changes on capabilities";
 //!   `SECBIT_KEEP_CAPS` is off). Inheritable sets are empty from the worker
@@ -102,8 +102,10 @@ pub trait Sys {
     /// `setresuid(uid, uid, uid)`.
     fn set_uid(&mut self, uid: u32) -> io::Result<()>;
     /// `setresuid(-1, uid, -1)`: the effective (and filesystem) uid only;
-    /// real and saved stay (root, in a worker).
+    /// real and saved stay.
     fn set_euid(&mut self, uid: u32) -> io::Result<()>;
+    /// `setresuid(uid, -1, -1)`: the real uid only.
+    fn set_real_uid(&mut self, uid: u32) -> io::Result<()>;
     /// Effective = permitted = `keep`; inheritable and ambient empty.
     fn set_caps(&mut self, keep: &CapsHashSet) -> io::Result<()>;
     /// `setpriority(PRIO_PROCESS, tid, nice)` for every thread (the nice
@@ -304,6 +306,11 @@ pub struct WorkerPlan {
     pub groups: Vec<u32>,
     /// `EnableCapabilities`.
     pub enable_caps: bool,
+    /// With `EnableCapabilities On`: the real uid the workers keep, an id of
+    /// their own that no account and no vhost uses (so that nothing but
+    /// root and the workers themselves can signal them, and they can signal
+    /// no root process); 0 if none could be found.
+    pub real_uid: u32,
     /// What the worker keeps with `EnableCapabilities On`: the four of
     /// [`worker_capabilities`], less the optional ones the server was
     /// started without.
@@ -323,6 +330,16 @@ pub fn enter_worker_sandbox<S: Sys>(sys: &mut S, plan: &WorkerPlan) -> Result<()
     // behind PHP's mail()), which the C module never did.
     if plan.no_new_privs {
         step("prctl(PR_SET_NO_NEW_PRIVS)", sys.set_no_new_privs())?;
+    }
+    if plan.enable_caps && plan.real_uid != 0 {
+        // The real uid first, still as root (effective and saved uid stay
+        // 0, so nothing is cleared): the filter below admits only the
+        // ranges and User. kill(2) needs the sender's real or effective uid
+        // to be the target's real or saved uid: with a real uid of its own
+        // and a saved uid 0, a worker can be signalled by neither vhost code
+        // running as `User` nor any tenant, and can itself signal no root
+        // process.
+        step("setresuid (real uid)", sys.set_real_uid(plan.real_uid))?;
     }
     // The filter goes in first, while we are still root: without
     // no_new_privs the kernel requires CAP_SYS_ADMIN to install it, and every
@@ -365,15 +382,12 @@ pub fn enter_worker_sandbox<S: Sys>(sys: &mut S, plan: &WorkerPlan) -> Result<()
     // Groups before gid before uid: each needs the privilege the next drops.
     step("setgroups", sys.set_groups(&plan.groups))?;
     step("setresgid", sys.set_gid(plan.gid))?;
-    // The effective (and so filesystem) uid becomes User; the real and
-    // saved uids stay 0. That keeps the permitted set across this call (the
-    // effective set is cleared); it makes the vhost switch a change away
-    // from root, at which the kernel clears the capabilities of every
-    // thread (see the module docs); and no process of another uid can
-    // signal a worker: kill(2) needs the sender's real or effective uid to
-    // match the target's real or saved uid, so code running as `User`
-    // (vhosts without AssignUserID) cannot stop the server. The filter
-    // refuses 0 in every set*id call: root can never come back.
+    // The effective (and so filesystem) uid becomes User; the saved uid
+    // stays 0. That keeps the permitted set across this call (the effective
+    // set is cleared), and it makes the vhost switch a change away from
+    // root, at which the kernel clears the capabilities of every thread (see
+    // the module docs). The filter refuses 0 in every set*id call: root can
+    // never come back.
     step("setresuid", sys.set_euid(plan.uid))?;
     // Now an ordinary user: make exactly the four capabilities effective and
     // permitted; nothing inheritable or ambient, so no exec'd program gets any.
@@ -382,7 +396,7 @@ pub fn enter_worker_sandbox<S: Sys>(sys: &mut S, plan: &WorkerPlan) -> Result<()
         // setuid cleared the dumpable flag; CoreDumpDirectory wants it back.
         step("prctl(PR_SET_DUMPABLE)", sys.set_dumpable())?;
     }
-    check_ids(sys, [0, plan.uid, 0], plan.gid)
+    check_ids(sys, [plan.real_uid, plan.uid, 0], plan.gid)
 }
 
 /// Who a connection child becomes.
@@ -566,6 +580,12 @@ impl Sys for RealSys {
         check(unsafe { libc::setresuid(u32::MAX, uid, u32::MAX) })
     }
 
+    fn set_real_uid(&mut self, uid: u32) -> io::Result<()> {
+        // SAFETY: integer arguments only (-1: leave the effective and saved
+        // uid).
+        check(unsafe { libc::setresuid(uid, u32::MAX, u32::MAX) })
+    }
+
     fn set_caps(&mut self, keep: &CapsHashSet) -> io::Result<()> {
         // Effective first: it must stay a subset of permitted at each step.
         caps::set(None, CapSet::Effective, keep).map_err(caps_err)?;
@@ -699,6 +719,11 @@ mod tests {
             self.uids[1] = uid;
             Ok(())
         }
+        fn set_real_uid(&mut self, uid: u32) -> io::Result<()> {
+            self.rec(format!("setruid {uid}"), "setruid")?;
+            self.uids[0] = uid;
+            Ok(())
+        }
         fn set_caps(&mut self, keep: &CapsHashSet) -> io::Result<()> {
             self.rec(format!("caps {}", keep.len()), "caps")
         }
@@ -737,6 +762,7 @@ mod tests {
             gid: 33,
             groups: vec![33],
             enable_caps,
+            real_uid: 65533,
             keep: worker_capabilities(),
             no_new_privs: false,
             dumpable: false,
@@ -774,6 +800,7 @@ mod tests {
         assert_eq!(
             r.steps,
             [
+                "setruid 65533",
                 "filter",
                 "bounding 0",
                 "keepcaps false",
@@ -783,10 +810,10 @@ mod tests {
                 "caps 4",
             ]
         );
-        // effective User, real and saved root: the switch is a change away
-        // from uid 0, which clears every thread's capabilities, and User
-        // cannot signal the worker
-        assert_eq!(r.uids, [0, 33, 0]);
+        // effective User, saved root (the switch is a change away from uid
+        // 0, which clears every thread's capabilities), a real uid of its
+        // own (User cannot signal the worker)
+        assert_eq!(r.uids, [65533, 33, 0]);
     }
 
     #[test]
@@ -1036,6 +1063,9 @@ mod tests {
                 Ok(())
             }
             fn set_euid(&mut self, _: u32) -> io::Result<()> {
+                Ok(())
+            }
+            fn set_real_uid(&mut self, _: u32) -> io::Result<()> {
                 Ok(())
             }
             fn set_caps(&mut self, _: &CapsHashSet) -> io::Result<()> {

@@ -634,6 +634,20 @@ pub fn load(port: u16, host: &str, path: &str, n: usize, m: usize) -> (HashMap<u
     (total, errors)
 }
 
+/// The real uid the workers keep with EnableCapabilities On (README,
+/// "Signals"): the first of 65533 down to 65000 without an account.
+pub fn worker_real_uid() -> u32 {
+    (65000..=65533)
+        .rev()
+        .find(|u| {
+            nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(*u))
+                .ok()
+                .flatten()
+                .is_none()
+        })
+        .expect("a free uid in 65000-65533")
+}
+
 /// Docker's default capability set (CHOWN, DAC_OVERRIDE, FOWNER, FSETID,
 /// KILL, SETGID, SETUID, SETPCAP, NET_BIND_SERVICE, NET_RAW, SYS_CHROOT,
 /// MKNOD, AUDIT_WRITE, SETFCAP): no CAP_SYS_ADMIN, CAP_SYS_NICE or
