@@ -187,7 +187,7 @@ mod tests {
         assert!(uid_mapped(rootless, 65533));
         assert!(!uid_mapped("0 1000 1\n1 100000 1000\n", 65533));
         let u = free_worker_uid(full, |u| u == 65533).unwrap();
-        assert!(u < 65533 && u >= 65000);
+        assert!((65000..65533).contains(&u));
         assert_eq!(free_worker_uid("0 0 1\n", |_| false), None);
     }
 
