@@ -266,12 +266,16 @@ fn max_clients_vhost_limits_concurrent_connections() {
             )
             .vhost(VHost::new("other.test").line(format!("DocumentRoot {}", db.display())));
         let srv = setup.start();
-        std::thread::sleep(Duration::from_millis(500));
+        assert!(
+            wait_until(10, || srv.worker_pids().len() >= 8),
+            "StartServers 8"
+        );
         let port = srv.port();
         let slow: Vec<_> = (0..6)
             .map(|_| std::thread::spawn(move || load(port, "limited.test", "/slow.php", 1, 1).0))
             .collect();
-        std::thread::sleep(Duration::from_millis(600));
+        // the slow requests are being served
+        assert!(wait_until(10, || connection_children(&srv).len() >= 2));
         assert_eq!(
             srv.get("other.test", "/fast.txt").status,
             200,
@@ -326,7 +330,7 @@ fn a_crashing_php_page_is_logged_and_the_server_keeps_serving() {
     let srv = setup.start();
     let _ = srv.try_get("localhost", "/crash.php");
     assert_eq!(srv.get("localhost", "/ok.txt").body, "ok");
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until(5, || srv.error_log().contains("was killed by signal 11"));
     assert!(
         srv.error_log().contains("was killed by signal 11"),
         "{}",

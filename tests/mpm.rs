@@ -86,7 +86,8 @@ fn graceful_stop_lets_a_slow_request_finish() {
         .unwrap();
         read_response(&mut s)
     });
-    std::thread::sleep(Duration::from_millis(800));
+    // the slow request is being served
+    assert!(wait_until(10, || !connection_children(&srv).is_empty()));
     srv.signal(libc::SIGWINCH);
     let r = slow.join().unwrap().expect("slow request");
     assert_eq!((r.status, r.body.as_str()), (200, "done"));
@@ -99,7 +100,7 @@ fn killed_worker_is_logged_and_replaced() {
     let setup = Setup::new();
     write(&setup.dir.join("docs/a.txt"), "a\n", 0o644);
     let srv = setup.start();
-    std::thread::sleep(Duration::from_millis(500));
+    assert!(wait_until(10, || srv.worker_pids().len() >= 2));
     let before = srv.worker_pids();
     assert!(before.len() >= 2, "{before:?}");
     let victim = before[0];
@@ -132,7 +133,7 @@ fn max_connections_per_child_recycles_workers() {
     let first = srv.worker_pids();
     let (counts, errors) = load(srv.port(), "localhost", "/a.txt", 2, 50);
     assert_eq!((errors, counts.get(&200)), (0, Some(&100)), "{counts:?}");
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until(5, || srv.worker_pids().iter().all(|p| !first.contains(p)));
     let now = srv.worker_pids();
     assert!(
         now.iter().all(|p| !first.contains(p)),

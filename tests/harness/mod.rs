@@ -363,6 +363,29 @@ pub fn expect_failed_closed(srv: &Server, host: &str, path: &str) -> Response {
     r
 }
 
+/// Polls `f` every 50 ms until it holds or `secs` pass; whether it held.
+/// (Tests synchronise on what they wait for, never on a fixed sleep.)
+pub fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The connection children of `srv`'s workers right now.
+pub fn connection_children(srv: &Server) -> Vec<i32> {
+    srv.worker_pids()
+        .into_iter()
+        .flat_map(children_of)
+        .collect()
+}
+
 /// A parsed HTTP response.
 #[derive(Debug, Clone)]
 pub struct Response {
