@@ -19,6 +19,7 @@ use crate::ffi::{
     self, HTTP_INTERNAL_SERVER_ERROR, HTTP_SERVICE_UNAVAILABLE, Level, OK, Pool, Request, Server,
 };
 use mpm_itk_core::ids::{self, Identity};
+use mpm_itk_core::limits::{self, Admission, Later};
 use mpm_itk_core::privileges::{self, CapsHashSet, PrivError, RealSys, Sys, Target, WorkerPlan};
 use mpm_itk_core::ranges::{self, Allowed, ExprPolicy};
 use mpm_itk_core::seccomp;
@@ -528,68 +529,19 @@ fn counted() -> MutexGuard<'static, Option<(u64, bool)>> {
     COUNTED.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A stable, never-zero key for "ServerName:port" (the whole name: no
-/// truncation as in the scoreboard's 32-byte vhost field).
-fn vhost_key(name: &str, port: u16) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in name.bytes().chain([b':']).chain(port.to_string().bytes()) {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h.max(1)
-}
-
-/// What MaxClientsVHost says about a request.
-enum Admission {
-    Admitted,
-    /// The vhost is full: this many other connections serve it.
-    Full(usize),
-    /// After the switch (the table is out of reach), a request for another
-    /// vhost than the one this connection is counted as, where one of the
-    /// two has a limit: the connection must be closed and counted anew.
-    Recount,
-}
-
-/// MaxClientsVHost: mark this slot as serving `key`, then count. Marking
-/// before counting (sequentially consistent) means two children racing for
-/// the last place may both refuse, but never both serve.
-///
-/// Only processes that run no vhost code have the table: a connection child
-/// unmaps it at the switch, so vhost code can never forge another vhost's
-/// count (README, "Security model").
+/// MaxClientsVHost for this request ([`limits::admit`]). Only processes
+/// that run no vhost code have the table: a connection child unmaps it at
+/// the switch, so vhost code can never forge another vhost's count (README,
+/// "Security model").
 fn admit(key: u64, limit: Option<u32>) -> Admission {
     let slot = MY_SLOT.load(Ordering::Relaxed);
-    let marked = Retained::get().and_then(|r| {
-        r.with_vhost_table(|t| {
-            let mine = t.get(slot)?;
-            mine.store(key, Ordering::SeqCst);
-            let Some(limit) = limit else {
-                return Some(Admission::Admitted);
-            };
-            let n = t.iter().filter(|w| w.load(Ordering::SeqCst) == key).count();
-            if n > limit as usize {
-                mine.store(0, Ordering::SeqCst);
-                return Some(Admission::Full(n - 1));
-            }
-            Some(Admission::Admitted)
-        })
-    });
-    match marked {
-        Some(Some(a)) => {
-            *counted() = match a {
-                Admission::Admitted => Some((key, limit.is_some())),
-                _ => None,
-            };
-            a
-        }
-        // No slot of ours in the table (one process, -X): nothing to count.
-        Some(None) => Admission::Admitted,
-        // The table is gone: this process has switched.
-        None => match *counted() {
-            Some((k, _)) if k == key => Admission::Admitted,
-            Some((_, false)) | None if limit.is_none() => Admission::Admitted,
-            _ => Admission::Recount,
-        },
+    let mut counted = counted();
+    let r = Retained::get();
+    match r.and_then(|r| {
+        r.with_vhost_table(|t| limits::admit(Some(t), slot, key, limit, &mut counted))
+    }) {
+        Some(a) => a,
+        None => limits::admit(None, slot, key, limit, &mut counted),
     }
 }
 
@@ -686,7 +638,7 @@ pub fn post_perdir_config(r: Request) -> i32 {
     let vhost = format!("{}:{}", s.hostname(), r.conn().local_port());
 
     if r.is_main() {
-        let key = vhost_key(&s.hostname(), r.conn().local_port());
+        let key = limits::vhost_key(&s.hostname(), r.conn().local_port());
         match admit(key, module::server_conf(s).max_clients_vhost) {
             Admission::Admitted => {}
             Admission::Full(others) => {
@@ -758,57 +710,55 @@ pub fn post_perdir_config(r: Request) -> i32 {
         base_nice,
     } = state
     {
-        match target {
-            Ok(t) if t.uid == uid && t.gid == gid => {
-                // NiceValue applies to every request, not only the first.
-                let want = d.nice.unwrap_or(base_nice);
-                if want == nice {
+        let decision = target.as_ref().map(|t| {
+            (
+                t,
+                limits::later_request((uid, gid, nice), base_nice, (t.uid, t.gid), d.nice),
+            )
+        });
+        match decision {
+            Ok((_, Later::Serve)) => return OK,
+            Ok((_, Later::Renice(want))) => match privileges::renice(&mut RealSys, want) {
+                Ok(()) => {
+                    *conn_state() = ConnState::Switched {
+                        uid,
+                        gid,
+                        nice: want,
+                        base_nice,
+                    };
                     return OK;
                 }
-                match privileges::renice(&mut RealSys, want) {
-                    Ok(()) => {
-                        *conn_state() = ConnState::Switched {
-                            uid,
-                            gid,
-                            nice: want,
-                            base_nice,
-                        };
-                        return OK;
-                    }
-                    Err(e) => ffi::log_request(
-                        Level::Warn,
-                        0,
-                        r,
-                        &format!(
-                            "vhost {vhost} wants nice value {want} but this connection runs at {nice} as uid {uid}, \
-                             and a switched process cannot lower it ({e}); closing connection so the client retries \
-                             on a new one (pid {})",
-                            pid()
-                        ),
-                    ),
-                }
-            }
-            Ok(t) => {
-                ffi::log_request(
+                Err(e) => ffi::log_request(
                     Level::Warn,
                     0,
                     r,
                     &format!(
-                        "vhost {vhost} runs as uid {} gid {} but this connection already runs as uid {uid} gid {gid}; \
-                     closing connection so the client retries on a new one (pid {})",
-                        t.uid,
-                        t.gid,
+                        "vhost {vhost} wants nice value {want} but this connection runs at {nice} as uid {uid}, \
+                         and a switched process cannot lower it ({e}); closing connection so the client retries \
+                         on a new one (pid {})",
                         pid()
                     ),
-                );
-            }
+                ),
+            },
+            Ok((t, Later::OtherIdentity)) => ffi::log_request(
+                Level::Warn,
+                0,
+                r,
+                &format!(
+                    "vhost {vhost} runs as uid {} gid {} but this connection already runs as uid {uid} gid {gid}; \
+                     closing connection so the client retries on a new one (pid {})",
+                    t.uid,
+                    t.gid,
+                    pid()
+                ),
+            ),
             Err(e) => ffi::log_request(
                 Level::Err,
                 0,
                 r,
                 &format!(
                     "vhost {vhost}: {}; closing connection (uid {uid}, pid {})",
-                    describe(&e),
+                    describe(e),
                     pid()
                 ),
             ),

@@ -205,16 +205,9 @@ fn an_explicit_range_admits_system_accounts_for_expressions() {
 // Item 1: MaxClientsVHost cannot be forged
 // ---------------------------------------------------------------------------
 
-/// The module's key for "ServerName:port" (FNV-1a, never 0): what an
-/// attacker computes too, the algorithm being public.
-fn vhost_key(name: &str, port: u16) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in name.bytes().chain([b':']).chain(port.to_string().bytes()) {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h.max(1)
-}
+// The module's key for "ServerName:port": what an attacker computes too,
+// the algorithm being public.
+use mpm_itk_core::limits::vhost_key;
 
 /// Finds every shared page holding the attacker's own vhost key (the
 /// MaxClientsVHost table) and writes the victim's key into every word.

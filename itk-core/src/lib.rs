@@ -1,9 +1,10 @@
 //! The parts of mpm-itk that need no httpd symbols, so they can be unit
 //! tested with `cargo test`: identity resolution, uid/gid ranges, the
-//! spare-worker arithmetic of prefork, the two privilege recipes and the
-//! seccomp filter.
+//! spare-worker arithmetic of prefork, the two privilege recipes, the
+//! seccomp filter, MaxClientsVHost admission and the keep-alive decisions.
 
 pub mod ids;
+pub mod limits;
 pub mod privileges;
 pub mod ranges;
 pub mod seccomp;
