@@ -23,6 +23,7 @@ use mpm_itk_core::limits::{self, Admission, Later};
 use mpm_itk_core::privileges::{self, CapsHashSet, PrivError, RealSys, Sys, Target, WorkerPlan};
 use mpm_itk_core::ranges::{self, Allowed, ExprPolicy};
 use mpm_itk_core::seccomp;
+use mpm_itk_core::target;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
@@ -567,68 +568,35 @@ fn describe(e: &Refusal) -> String {
     }
 }
 
-/// The identity this request must run as: AssignUserID (or User/Group),
-/// overridden by the expressions.
+/// The identity this request must run as ([`target::resolve`]): the
+/// expressions are evaluated for this request, users and groups read from
+/// the system's database.
 fn resolve_target(
     r: Request,
     d: &config::DirConf,
     server: &Identity,
     policy: &ExprPolicy,
 ) -> Result<Identity, Refusal> {
-    let mut id = match d.identity {
-        Some(i) => config::state()
-            .identities
-            .get(i)
-            .map(|(id, _)| id.clone())
-            .ok_or_else(|| {
-                Refusal::Internal(format!(
-                    "internal error: AssignUserID entry {i} is missing from this configuration"
-                ))
-            })?,
-        None => server.clone(),
+    // (a copy: the configuration lock is not held while expressions run)
+    let assigned: Option<Option<Identity>> = d
+        .identity
+        .map(|i| config::state().identities.get(i).map(|(id, _)| id.clone()));
+    let directives = target::Directives {
+        assigned: assigned.as_ref().map(Option::as_ref),
+        user_expr: d.uid_expr.is_some(),
+        group_expr: d.gid_expr.is_some(),
     };
-    if let Some(e) = d.uid_expr {
-        let name = r
-            .eval(e)
-            .map_err(|e| Refusal::Expr(format!("AssignUserIDExpr failed: {e}")))?;
-        let (user, known) = ids::resolve_user_name(&name, id.gid).map_err(|e| {
-            Refusal::Expr(format!(
-                "AssignUserIDExpr returned '{name}', which is not a valid user name ({e})"
-            ))
-        })?;
-        policy
-            .check_uid(user.uid, known)
-            .map_err(|e| Refusal::Expr(format!("AssignUserIDExpr returned '{name}': {e}")))?;
-        id = user;
-    }
-    if let Some(e) = d.gid_expr {
-        let name = r
-            .eval(e)
-            .map_err(|e| Refusal::Expr(format!("AssignGroupIDExpr failed: {e}")))?;
-        let gid = ids::resolve_group(&name).map_err(|e| {
-            Refusal::Expr(format!(
-                "AssignGroupIDExpr returned '{name}', which is not a valid group name ({e})"
-            ))
-        })?;
-        let known = ids::group_exists(gid)
-            .map_err(|e| Refusal::Expr(format!("AssignGroupIDExpr returned '{name}': {e}")))?;
-        policy
-            .check_gid(gid, known)
-            .map_err(|e| Refusal::Expr(format!("AssignGroupIDExpr returned '{name}': {e}")))?;
-        let user = (id.uid != server.uid || d.identity.is_some() || d.uid_expr.is_some())
-            .then_some(id.user.as_str());
-        id.groups = ids::supplementary_groups(user, gid).unwrap_or_else(|_| vec![gid]);
-        id.gid = gid;
-    }
-    if d.uid_expr.is_some() || d.gid_expr.is_some() {
-        // An identity chosen per request keeps no system group from the
-        // group database (docker, adm, sudo...), unless LimitGIDRange says
-        // otherwise; its primary group was checked above.
-        let primary = id.gid;
-        id.groups
-            .retain(|g| *g == primary || policy.keeps_group(*g));
-    }
-    Ok(id)
+    let eval = |which| {
+        let e = match which {
+            target::Expr::User => d.uid_expr,
+            target::Expr::Group => d.gid_expr,
+        };
+        e.map_or_else(|| Err("no expression".to_string()), |e| r.eval(e))
+    };
+    target::resolve(&directives, server, policy, &target::SystemDb, eval).map_err(|e| match e {
+        target::TargetError::Expr(m) => Refusal::Expr(m),
+        target::TargetError::Internal(m) => Refusal::Internal(m),
+    })
 }
 
 /// post_perdir_config (REALLY_FIRST): the switch.

@@ -9,3 +9,4 @@ pub mod privileges;
 pub mod ranges;
 pub mod seccomp;
 pub mod spare;
+pub mod target;
