@@ -107,6 +107,12 @@ EOF
     export PATH
 }
 
+# itk_usage SCRIPT: prints the comment block at the top of SCRIPT (after
+# the #! line), without the leading "# ", as its --help.
+itk_usage() {
+    awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$1"
+}
+
 # Where cargo puts the module.
 itk_so_path() {
     local target=${CARGO_TARGET_DIR:-$ITK_ROOT/target}

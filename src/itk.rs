@@ -555,16 +555,12 @@ enum Refusal {
     Priv(PrivError),
 }
 
-fn describe(e: &Refusal) -> String {
-    match e {
-        Refusal::Expr(s) | Refusal::Internal(s) => s.clone(),
-        Refusal::Priv(PrivError::UidNotAllowed(u)) => {
-            format!("uid {u} is not allowed: root is never allowed, and LimitUIDRange excludes it")
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Expr(s) | Refusal::Internal(s) => f.write_str(s),
+            Refusal::Priv(p) => p.fmt(f),
         }
-        Refusal::Priv(PrivError::GidNotAllowed(g)) => {
-            format!("gid {g} is not allowed: root is never allowed, and LimitGIDRange excludes it")
-        }
-        Refusal::Priv(p) => p.to_string(),
     }
 }
 
@@ -726,7 +722,7 @@ pub fn post_perdir_config(r: Request) -> i32 {
                 r,
                 &format!(
                     "vhost {vhost}: {}; closing connection (uid {uid}, pid {})",
-                    describe(e),
+                    e,
                     pid()
                 ),
             ),
@@ -815,7 +811,7 @@ fn refuse(r: Request, vhost: &str, e: &Refusal) -> i32 {
         &format!(
             "vhost {vhost}: cannot switch identity for {}: {}; closing connection (uid {}, pid {})",
             r.uri(),
-            describe(e),
+            e,
             privileges::current_uid(),
             pid()
         ),

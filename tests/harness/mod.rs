@@ -29,7 +29,13 @@ pub fn module_path() -> PathBuf {
     if let Ok(p) = std::env::var("MPM_ITK_SO") {
         return PathBuf::from(p);
     }
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/libmpm_itk.so");
+    // cargo's target directory: CARGO_TARGET_DIR (relative to the
+    // checkout) if set, as scripts/common.sh's itk_so_path
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(|t| root.join(t))
+        .unwrap_or_else(|| root.join("target"));
+    let p = target.join("release/libmpm_itk.so");
     assert!(
         p.exists(),
         "{} missing: run `cargo build --release` first",
