@@ -307,43 +307,83 @@ impl Setup {
     /// # Safety
     /// `pre_exec` runs between fork and exec: it must only make
     /// async-signal-safe calls (see `CommandExt::pre_exec`).
-    pub unsafe fn start_with<F>(self, pre_exec: F) -> Server
+    pub unsafe fn start_with<F>(mut self, pre_exec: F) -> Server
     where
-        F: FnMut() -> std::io::Result<()> + Send + Sync + 'static,
+        F: FnMut() -> std::io::Result<()> + Clone + Send + Sync + 'static,
     {
-        self.write_conf();
-        let mut cmd = Command::new("/usr/sbin/apache2");
-        cmd.args(["-f", self.conf_path().to_str().unwrap(), "-DFOREGROUND"])
-            .env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .env("LANG", "C")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0);
-        // SAFETY: the caller guarantees that `pre_exec` is fork-safe.
-        unsafe { cmd.pre_exec(pre_exec) };
-        let child = cmd.spawn().expect("spawn apache2");
-        let srv = Server {
-            setup: self,
-            child: Some(child),
-        };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Ok(r) = srv.try_get("localhost", "/") {
-                if r.status > 0 {
+        // The port was free when free_port() looked; another process may
+        // have taken it since (an ephemeral port of some client). Then
+        // httpd cannot bind: try again on a new port, when nothing but the
+        // harness wrote the old one into the configuration.
+        for attempt in 0..3 {
+            self.write_conf();
+            // startup errors (a port in use) go to stderr, before the
+            // error log is open
+            let stderr_path = self.dir.join("logs/stderr");
+            let stderr = fs::File::create(&stderr_path).unwrap();
+            let mut cmd = Command::new("/usr/sbin/apache2");
+            cmd.args(["-f", self.conf_path().to_str().unwrap(), "-DFOREGROUND"])
+                .env_clear()
+                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+                .env("LANG", "C")
+                .envs(self.env.iter().map(|(k, v)| (k, v)))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(stderr)
+                .process_group(0);
+            // SAFETY: the caller guarantees that `pre_exec` is fork-safe.
+            unsafe { cmd.pre_exec(pre_exec.clone()) };
+            let mut child = cmd.spawn().expect("spawn apache2");
+            let log_path = self.dir.join("logs/error.log");
+            let deadline = Instant::now() + Duration::from_secs(15);
+            let mut exited = false;
+            loop {
+                if let Ok(Some(_)) = child.try_wait() {
+                    exited = true;
                     break;
                 }
+                let answered = TcpStream::connect(("127.0.0.1", self.port))
+                    .and_then(|mut s| {
+                        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+                        write!(
+                            s,
+                            "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+                        )?;
+                        read_response(&mut s)
+                    })
+                    .is_ok_and(|r| r.status > 0);
+                if answered {
+                    return Server {
+                        setup: self,
+                        child: Some(child),
+                    };
+                }
+                if Instant::now() >= deadline {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
             }
-            assert!(
-                Instant::now() < deadline,
-                "httpd did not answer; error log:\n{}",
-                srv.error_log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
+            let log = fs::read_to_string(&log_path).unwrap_or_default()
+                + &fs::read_to_string(&stderr_path).unwrap_or_default();
+            let port = format!(":{}", self.port);
+            let retry = exited
+                && log.contains("Address already in use")
+                && !self.global.iter().any(|g| g.contains(&port))
+                && attempt < 2;
+            if !retry {
+                // dropped while the panic unwinds: stops httpd, removes the
+                // test directory
+                let _srv = Server {
+                    setup: self,
+                    child: Some(child),
+                };
+                panic!("httpd did not answer; error log:\n{log}");
+            }
+            let _ = child.wait();
+            let _ = fs::remove_file(&log_path);
+            self.port = free_port();
         }
-        srv
+        unreachable!("the loop returns or panics")
     }
 }
 
@@ -688,7 +728,7 @@ pub const DOCKER_DEFAULT_CAPS: [u32; 14] = [0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 
 /// container started with that set.
 pub fn bounding_set_only(
     keep: &'static [u32],
-) -> impl FnMut() -> std::io::Result<()> + Send + Sync {
+) -> impl FnMut() -> std::io::Result<()> + Clone + Send + Sync {
     move || {
         for cap in 0..64u32 {
             if keep.contains(&cap) {
