@@ -159,15 +159,10 @@ fn privilege_table(enable_caps: bool) {
             "EnableCapabilities {}",
             if enable_caps { "On" } else { "Off" }
         ))
-        .vhost(
-            VHost::new("alice.test")
-                .line(format!("DocumentRoot {}", da.display()))
-                .line(format!("AssignUserID {0} {0}", alice.name))
-                .line(format!(
-                    "<Directory {}>\n    Options +ExecCGI\n    AddHandler cgi-script .cgi\n  </Directory>",
-                    da.display()
-                )),
-        );
+        .vhost(VHost::of("alice.test", &da, &alice).line(format!(
+            "<Directory {}>\n    Options +ExecCGI\n    AddHandler cgi-script .cgi\n  </Directory>",
+            da.display()
+        )));
     let srv = setup.start();
     let all = all_caps();
 
@@ -298,17 +293,8 @@ fn php_has_no_way_back_after_the_switch() {
         write(&db.join("index.html"), "bob", 0o644);
         let srv = setup
             .global(format!("EnableCapabilities {caps}"))
-            .vhost(
-                VHost::new("alice.test")
-                    .line(format!("DocumentRoot {}", da.display()))
-                    .line(format!("AssignUserID {0} {0}", alice.name))
-                    .line("php_admin_value ffi.enable 1"),
-            )
-            .vhost(
-                VHost::new("bob.test")
-                    .line(format!("DocumentRoot {}", db.display()))
-                    .line(format!("AssignUserID {0} {0}", bob.name)),
-            )
+            .vhost(VHost::of("alice.test", &da, &alice).line("php_admin_value ffi.enable 1"))
+            .vhost(VHost::of("bob.test", &db, &bob))
             .start();
         let r = srv.get("alice.test", "/escape.php");
         assert_eq!(r.status, 200, "{}\n{}", r.body, srv.error_log());
@@ -427,16 +413,9 @@ fn limit_gid_range_leaves_out_supplementary_groups_outside_it() {
     let d = setup.docroot("u");
     write(&d.join("who.php"), WHOAMI_PHP, 0o644);
     let srv = setup
+        .vhost(VHost::of("user.test", &d, &user))
         .vhost(
-            VHost::new("user.test")
-                .line(format!("DocumentRoot {}", d.display()))
-                .line(format!("AssignUserID {0} {0}", user.name)),
-        )
-        .vhost(
-            VHost::new("group.test")
-                .line(format!("DocumentRoot {}", d.display()))
-                .line(format!("AssignUserID {0} {0}", user.name))
-                .line(format!("AssignGroupIDExpr #{}", dropped.gid)),
+            VHost::of("group.test", &d, &user).line(format!("AssignGroupIDExpr #{}", dropped.gid)),
         )
         .start();
     let mut groups = [user.gid, kept.gid];
@@ -498,11 +477,7 @@ fn setgid_helpers_work_unless_no_new_privileges() {
             ),
             0o644,
         );
-        let mut setup = setup.vhost(
-            VHost::new("alice.test")
-                .line(format!("DocumentRoot {}", da.display()))
-                .line(format!("AssignUserID {0} {0}", alice.name)),
-        );
+        let mut setup = setup.vhost(VHost::of("alice.test", &da, &alice));
         if nnp {
             setup = setup.global("NoNewPrivileges On");
         }

@@ -45,21 +45,12 @@ fn container_server(
         setup = setup.global(*g);
     }
     let dir = setup.dir.clone();
-    let srv = setup
-        .vhost(
-            VHost::new("alice.test")
-                .line(format!("DocumentRoot {}", da.display()))
-                .line(format!("AssignUserID {0} {0}", alice.name)),
-        )
-        .vhost(
-            VHost::new("bob.test")
-                .line(format!("DocumentRoot {}", db.display()))
-                .line(format!("AssignUserID {0} {0}", bob.name))
-                .line(format!(
-                    "<Directory {}>\n    NiceValue 5\n  </Directory>",
-                    db.display()
-                )),
-        );
+    let srv = setup.vhost(VHost::of("alice.test", &da, alice)).vhost(
+        VHost::of("bob.test", &db, bob).line(format!(
+            "<Directory {}>\n    NiceValue 5\n  </Directory>",
+            db.display()
+        )),
+    );
     // SAFETY: bounding_set_only makes prctl calls only.
     let srv = unsafe { srv.start_with(bounding_set_only(&DOCKER_DEFAULT_CAPS)) };
     (srv, dir)

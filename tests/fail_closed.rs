@@ -18,13 +18,7 @@ fn panic_server(user: &TestUser) -> (Server, PathBuf) {
     let (setup, dir) = Setup::new().with_test_hooks();
     let da = setup.docroot("a");
     write(&da.join("who.php"), WHOAMI_PHP, 0o644);
-    let srv = setup
-        .vhost(
-            VHost::new("alice.test")
-                .line(format!("DocumentRoot {}", da.display()))
-                .line(format!("AssignUserID {0} {0}", user.name)),
-        )
-        .start();
+    let srv = setup.vhost(VHost::of("alice.test", &da, user)).start();
     (srv, dir)
 }
 
@@ -163,9 +157,7 @@ fn nice_server(user: &TestUser) -> Server {
     setup
         .global("KeepAlive On")
         .vhost(
-            VHost::new("alice.test")
-                .line(format!("DocumentRoot {}", da.display()))
-                .line(format!("AssignUserID {0} {0}", user.name))
+            VHost::of("alice.test", &da, user)
                 .line(format!(
                     "<Directory {}/n5>\n  NiceValue 5\n  </Directory>",
                     da.display()

@@ -113,11 +113,7 @@ fn after_the_switch_no_capability_and_no_listener_is_left() {
         "<?php foreach (scandir('/proc/self/fd') as $f) { $l = @readlink(\"/proc/self/fd/$f\"); if ($l) echo $l, \"\\n\"; }",
         0o644,
     );
-    let setup = setup.vhost(
-        VHost::new("alice.test")
-            .line(format!("DocumentRoot {}", da.display()))
-            .line(format!("AssignUserID {0} {0}", alice.name)),
-    );
+    let setup = setup.vhost(VHost::of("alice.test", &da, &alice));
     let srv = setup.start();
     let st = srv.get("alice.test", "/status.php").body;
     for field in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
@@ -215,16 +211,8 @@ fn keepalive_to_another_uid_closes_the_connection() {
     write(&da.join("who.php"), WHOAMI_PHP, 0o644);
     write(&db.join("who.php"), WHOAMI_PHP, 0o644);
     let setup = setup
-        .vhost(
-            VHost::new("alice.test")
-                .line(format!("DocumentRoot {}", da.display()))
-                .line(format!("AssignUserID {0} {0}", alice.name)),
-        )
-        .vhost(
-            VHost::new("bob.test")
-                .line(format!("DocumentRoot {}", db.display()))
-                .line(format!("AssignUserID {0} {0}", bob.name)),
-        );
+        .vhost(VHost::of("alice.test", &da, &alice))
+        .vhost(VHost::of("bob.test", &db, &bob));
     let srv = setup.start();
     let mut s = srv.connect();
     for _ in 0..2 {

@@ -301,11 +301,7 @@ fn server_status_accounts_the_connection_childrens_cpu() {
     );
     let srv = setup
         .global("ExtendedStatus On")
-        .vhost(
-            VHost::new("alice.test")
-                .line(format!("DocumentRoot {}", da.display()))
-                .line(format!("AssignUserID {0} {0}", alice.name)),
-        )
+        .vhost(VHost::of("alice.test", &da, &alice))
         .start();
     for _ in 0..30 {
         let r = srv.get("alice.test", "/burn.php");

@@ -129,12 +129,7 @@ fn expr_server(alice: &TestUser, ranges: &[&str]) -> Server {
                 .line(format!("DocumentRoot {}", d.display()))
                 .line("AssignUserIDExpr %{HTTP:X-User}"),
         )
-        .vhost(
-            VHost::new("group.test")
-                .line(format!("DocumentRoot {}", d.display()))
-                .line(format!("AssignUserID {0} {0}", alice.name))
-                .line("AssignGroupIDExpr %{HTTP:X-Group}"),
-        )
+        .vhost(VHost::of("group.test", &d, alice).line("AssignGroupIDExpr %{HTTP:X-Group}"))
         .start()
 }
 
@@ -263,18 +258,8 @@ echo FFI::string($buf);
     );
     write(&db.join("index.html"), "bob", 0o644);
     let srv = setup
-        .vhost(
-            VHost::new("alice.test")
-                .line(format!("DocumentRoot {}", da.display()))
-                .line(format!("AssignUserID {0} {0}", alice.name))
-                .line("php_admin_value ffi.enable 1"),
-        )
-        .vhost(
-            VHost::new("bob.test")
-                .line(format!("DocumentRoot {}", db.display()))
-                .line(format!("AssignUserID {0} {0}", bob.name))
-                .line("MaxClientsVHost 1"),
-        )
+        .vhost(VHost::of("alice.test", &da, &alice).line("php_admin_value ffi.enable 1"))
+        .vhost(VHost::of("bob.test", &db, &bob).line("MaxClientsVHost 1"))
         .start();
     assert_eq!(srv.get("bob.test", "/index.html").body, "bob");
     for _ in 0..3 {
@@ -430,12 +415,7 @@ echo FFI::string($buf);
     let srv = setup
         .global(format!("ServerLimit {SERVER_LIMIT}"))
         .global(format!("MaxRequestWorkers {MAX_WORKERS}"))
-        .vhost(
-            VHost::new("alice.test")
-                .line(format!("DocumentRoot {}", da.display()))
-                .line(format!("AssignUserID {0} {0}", alice.name))
-                .line("php_admin_value ffi.enable 1"),
-        )
+        .vhost(VHost::of("alice.test", &da, &alice).line("php_admin_value ffi.enable 1"))
         .start();
     // a sacrificial process in httpd's own process group, whose pid the
     // attack writes into every slot
@@ -601,15 +581,9 @@ sleep(3);
     );
     write(&db.join("index.html"), "bob", 0o644);
     let srv = setup
+        .vhost(VHost::of("alice.test", &da, &alice))
         .vhost(
-            VHost::new("alice.test")
-                .line(format!("DocumentRoot {}", da.display()))
-                .line(format!("AssignUserID {0} {0}", alice.name)),
-        )
-        .vhost(
-            VHost::new("bob.test")
-                .line(format!("DocumentRoot {}", db.display()))
-                .line(format!("AssignUserID {0} {0}", bob.name))
+            VHost::of("bob.test", &db, &bob)
                 .line(format!("SetEnv BOB_DB_PASSWORD {secret}"))
                 .line(format!("CustomLog {} common", bob_log.display())),
         )
@@ -735,15 +709,10 @@ fn htaccess_expressions_read_no_file_but_see_whether_paths_exist() {
         )
     };
     let srv = setup
-        .vhost(
-            VHost::new("alice.test")
-                .line(format!("DocumentRoot {}", da.display()))
-                .line(format!("AssignUserID {0} {0}", alice.name))
-                .line(format!(
-                    "<Directory {}>\n    AllowOverride All\n  </Directory>",
-                    da.display()
-                )),
-        )
+        .vhost(VHost::of("alice.test", &da, &alice).line(format!(
+            "<Directory {}>\n    AllowOverride All\n  </Directory>",
+            da.display()
+        )))
         .start();
     let mut answers = vec![];
     for re in ["^TOPSECRET", "^NOPE"] {

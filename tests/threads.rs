@@ -186,12 +186,7 @@ fn no_capability_in_any_thread(kind: Threads, caps_on: bool) {
         }
     };
     let srv = setup
-        .vhost(
-            VHost::new("alice.test")
-                .line(format!("DocumentRoot {}", da.display()))
-                .line(format!("AssignUserID {0} {0}", alice.name))
-                .line("php_admin_value ffi.enable 1"),
-        )
+        .vhost(VHost::of("alice.test", &da, &alice).line("php_admin_value ffi.enable 1"))
         .start();
     let what = format!("{kind:?}, EnableCapabilities {caps_on}");
 
@@ -421,13 +416,7 @@ fn a_thread_that_kept_its_capabilities_fails_the_request_closed() {
     let (setup, hooks) = Setup::new().with_test_hooks();
     let da = setup.docroot("a");
     write(&da.join("who.php"), WHOAMI_PHP, 0o644);
-    let srv = setup
-        .vhost(
-            VHost::new("alice.test")
-                .line(format!("DocumentRoot {}", da.display()))
-                .line(format!("AssignUserID {0} {0}", alice.name)),
-        )
-        .start();
+    let srv = setup.vhost(VHost::of("alice.test", &da, &alice)).start();
     write(&hooks.join("thread-keeps-caps"), "", 0o666);
     let r = expect_failed_closed(&srv, "alice.test", "/who.php");
     assert!(

@@ -152,6 +152,14 @@ impl VHost {
             lines: vec![],
         }
     }
+    /// A vhost `name` with `docroot`, running as `user`
+    /// (`AssignUserID user user`).
+    pub fn of(name: &str, docroot: &Path, user: &TestUser) -> VHost {
+        VHost::new(name)
+            .line(format!("DocumentRoot {}", docroot.display()))
+            .line(format!("AssignUserID {0} {0}", user.name))
+    }
+
     pub fn line(mut self, l: impl Into<String>) -> VHost {
         self.lines.push(l.into());
         self
