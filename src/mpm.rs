@@ -536,10 +536,50 @@ fn child_main(slot: usize, bucket: usize) -> ! {
 /// scoreboard's pids), and the whole process group (CGIs, piped loggers)
 /// when we lead it, i.e. when daemonised.
 fn signal_workers(sig: i32) {
+    // A switched connection child runs as another uid: its worker can no
+    // longer signal it when it dies, and outside our own process group
+    // (httpd in the foreground) killpg does not reach it either. So the
+    // parent (root) signals the workers' children itself, through pidfds
+    // taken before the workers go, so that no reused pid is hit.
+    let grandchildren = connection_children();
     for (_, c) in children().live() {
         httpd::signal_child(c.pid, sig);
     }
+    for p in &grandchildren {
+        p.signal(sig);
+    }
     httpd::killpg_own(sig);
+}
+
+/// Handles on the current children of every worker (their connection
+/// children), each checked to be a child of a worker after it was opened.
+fn connection_children() -> Vec<httpd::PidFd> {
+    let workers: Vec<i32> = children().live().map(|(_, c)| c.pid).collect();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| parent_of(*pid).is_some_and(|pp| workers.contains(&pp)))
+        .filter_map(|pid| {
+            let fd = httpd::PidFd::open(pid).ok()?;
+            // still the same child of a worker, now that we hold it
+            parent_of(pid)
+                .is_some_and(|pp| workers.contains(&pp))
+                .then_some(fd)
+        })
+        .collect()
+}
+
+/// The parent pid of `pid`, from /proc/<pid>/stat.
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// A worker was reaped: forget it, and log what httpd's own report leaves

@@ -340,3 +340,51 @@ fn a_port_taken_before_httpd_binds_it_is_retried() {
     assert_ne!(srv.port(), taken.local_addr().unwrap().port());
     assert_eq!(srv.get("localhost", "/a.txt").body, "a\n");
 }
+
+/// httpd in the foreground, in its supervisor's process group (so killpg is
+/// not used): a stop still ends the connection children that switched to a
+/// vhost user, which their worker can no longer signal.
+#[test]
+fn a_foreground_stop_ends_switched_connection_children() {
+    let alice = TestUser::create(false);
+    let mut setup = Setup::new();
+    setup.own_process_group = false;
+    let da = setup.docroot("a");
+    write(&da.join("slow.php"), "<?php sleep(20); echo 'late';", 0o644);
+    let mut srv = setup.vhost(VHost::of("alice.test", &da, &alice)).start();
+    let port = srv.port();
+    let slow = std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        use std::io::Write;
+        write!(
+            s,
+            "GET /slow.php HTTP/1.1\r\nHost: alice.test\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        read_response(&mut s).map(|r| r.body).unwrap_or_default()
+    });
+    let switched = |p: &i32| {
+        status_field(&proc_status(*p), "Uid")
+            .is_some_and(|u| u.starts_with(&format!("{} ", alice.uid)))
+    };
+    assert!(
+        wait_until(10, || connection_children(&srv).iter().any(switched)),
+        "no switched connection child"
+    );
+    let child = *connection_children(&srv)
+        .iter()
+        .find(|p| switched(p))
+        .unwrap();
+    srv.signal(libc::SIGTERM);
+    assert!(srv.wait_exit(15), "httpd did not stop");
+    let gone = wait_until(3, || {
+        !std::path::Path::new(&format!("/proc/{child}")).exists()
+            || proc_status(child).contains("State:\tZ")
+    });
+    assert!(
+        gone,
+        "the switched connection child {child} outlived the stop"
+    );
+    assert_ne!(slow.join().unwrap(), "late");
+}

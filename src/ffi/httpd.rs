@@ -591,6 +591,41 @@ pub fn signal_child(pid: i32, sig: i32) -> bool {
     pid > 0 && unsafe { libc::kill(pid, sig) } == 0
 }
 
+/// A handle on another process that stays valid when its pid is reused
+/// (a pidfd).
+pub struct PidFd(std::os::fd::OwnedFd);
+
+impl PidFd {
+    /// Opens a handle on `pid`, if it still runs.
+    pub fn open(pid: i32) -> std::io::Result<PidFd> {
+        // SAFETY: pidfd_open with integer arguments; on success the kernel
+        // returns a new descriptor that we own.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor nobody else owns.
+        Ok(PidFd(unsafe {
+            <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as c_int)
+        }))
+    }
+
+    /// Sends `sig` to exactly that process, whatever now has its pid.
+    pub fn signal(&self, sig: i32) -> bool {
+        use std::os::fd::AsRawFd;
+        // SAFETY: pidfd_send_signal on our own descriptor, no siginfo.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.0.as_raw_fd(),
+                sig,
+                ptr::null::<libc::siginfo_t>(),
+                0,
+            ) == 0
+        }
+    }
+}
+
 /// Reaps `pid` if it has exited (without waiting), as
 /// `ap_process_child_status` reports it.
 pub fn try_reap(pid: i32) -> Option<Reaped> {

@@ -173,6 +173,10 @@ pub struct Setup {
     pub global: Vec<String>,
     pub vhosts: Vec<VHost>,
     pub load_prefork_too: bool,
+    /// Start httpd as the leader of a process group of its own (as when
+    /// daemonised); false: in the test's group, as a foreground httpd under
+    /// a supervisor.
+    pub own_process_group: bool,
     /// Extra environment variables for httpd (e.g. the test-only
     /// `MPM_ITK_TEST_HOOKS`, see `with_test_hooks`).
     pub env: Vec<(String, String)>,
@@ -193,6 +197,7 @@ impl Setup {
             global: vec![],
             vhosts: vec![],
             load_prefork_too: false,
+            own_process_group: true,
             env: vec![],
         }
     }
@@ -337,8 +342,10 @@ impl Setup {
                 .envs(self.env.iter().map(|(k, v)| (k, v)))
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                .stderr(stderr)
-                .process_group(0);
+                .stderr(stderr);
+            if self.own_process_group {
+                cmd.process_group(0);
+            }
             // SAFETY: the caller guarantees that `pre_exec` is fork-safe.
             unsafe { cmd.pre_exec(pre_exec.clone()) };
             let mut child = cmd.spawn().expect("spawn apache2");
