@@ -170,7 +170,9 @@ fn prepare() -> Result<Prepared, String> {
     };
     // A real uid of the workers' own: no account, no vhost, no explicit
     // range, mapped in this user namespace.
-    let uid_map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+    // (no uid_map: a kernel without user namespaces maps every uid)
+    let uid_map =
+        std::fs::read_to_string("/proc/self/uid_map").unwrap_or_else(|_| "0 0 4294967295\n".into());
     let explicit = st
         .globals
         .uid_range_explicit

@@ -539,36 +539,35 @@ fn signal_workers(sig: i32) {
     // A switched connection child runs as another uid: its worker can no
     // longer signal it when it dies, and outside our own process group
     // (httpd in the foreground) killpg does not reach it either. So the
-    // parent (root) signals the workers' children itself, through pidfds
-    // taken before the workers go, so that no reused pid is hit.
-    let grandchildren = connection_children();
+    // parent (root) signals the workers' children itself, first, while
+    // they are still the workers' children.
+    signal_connection_children(sig);
     for (_, c) in children().live() {
         httpd::signal_child(c.pid, sig);
-    }
-    for p in &grandchildren {
-        p.signal(sig);
     }
     httpd::killpg_own(sig);
 }
 
-/// Handles on the current children of every worker (their connection
-/// children), each checked to be a child of a worker after it was opened.
-fn connection_children() -> Vec<httpd::PidFd> {
+/// Signals every current child of a worker (its connection child), one at
+/// a time through a pidfd that is checked, once open, to hold a child of a
+/// worker: a pid reused in between is never hit.
+fn signal_connection_children(sig: i32) {
     let workers: Vec<i32> = children().live().map(|(_, c)| c.pid).collect();
     let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
+        return;
     };
-    dir.flatten()
+    let of_a_worker = |pid: i32| parent_of(pid).is_some_and(|pp| workers.contains(&pp));
+    for pid in dir
+        .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| parent_of(*pid).is_some_and(|pp| workers.contains(&pp)))
-        .filter_map(|pid| {
-            let fd = httpd::PidFd::open(pid).ok()?;
-            // still the same child of a worker, now that we hold it
-            parent_of(pid)
-                .is_some_and(|pp| workers.contains(&pp))
-                .then_some(fd)
-        })
-        .collect()
+        .filter(|pid| of_a_worker(*pid))
+    {
+        if let Ok(fd) = httpd::PidFd::open(pid) {
+            if of_a_worker(pid) {
+                fd.signal(sig);
+            }
+        }
+    }
 }
 
 /// The parent pid of `pid`, from /proc/<pid>/stat.

@@ -276,7 +276,12 @@ fn max_clients_vhost_limits_concurrent_connections() {
             ok += c.get(&200).copied().unwrap_or(0);
             busy += c.get(&503).copied().unwrap_or(0);
         }
-        assert_eq!((ok, busy), (2, 4), "ExtendedStatus {extended}");
+        // never more than 2 at once; children racing for the last place
+        // may both refuse (README), so fewer than 2 may be served
+        assert!(
+            ok <= 2 && ok + busy == 6 && busy >= 4,
+            "ExtendedStatus {extended}: 200: {ok}, 503: {busy}"
+        );
         assert!(
             srv.error_log()
                 .contains("MaxClientsVHost reached for limited.test")

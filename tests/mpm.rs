@@ -334,7 +334,7 @@ fn server_status_accounts_the_connection_childrens_cpu() {
 fn a_port_taken_before_httpd_binds_it_is_retried() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let mut setup = Setup::new();
-    setup.port = taken.local_addr().unwrap().port();
+    setup.set_port(taken.local_addr().unwrap().port());
     write(&setup.dir.join("docs/a.txt"), "a\n", 0o644);
     let srv = setup.start();
     assert_ne!(srv.port(), taken.local_addr().unwrap().port());

@@ -240,7 +240,7 @@ fn vhost_code_cannot_forge_another_vhosts_max_clients_count() {
     let setup = Setup::new();
     let (da, db) = (setup.docroot("a"), setup.docroot("b"));
     let so = build_shared_object(&setup.dir, "forge", FORGE_C);
-    let port = setup.port;
+    let port = setup.port();
     write(
         &da.join("forge.php"),
         &format!(

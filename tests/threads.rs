@@ -169,7 +169,7 @@ fn no_capability_in_any_thread(kind: Threads, caps_on: bool) {
             .modules(&["http2"])
             .global("Protocols h2 h2c http/1.1"),
         Threads::HealthCheck => {
-            let port = setup.port;
+            let port = setup.port();
             setup
                 .modules(&[
                     "proxy",
@@ -329,7 +329,7 @@ fn http2_is_inactive_alpn_upgrade_and_preface() {
     let (crt, key) = self_signed(&setup.dir);
     write(&da.join("who.php"), WHOAMI_PHP, 0o644);
     let tls_port = free_port();
-    let port = setup.port;
+    let port = setup.port();
     let vhost = |p: u16| {
         format!(
             "<VirtualHost 127.0.0.1:{p}>\n  ServerName alice.test\n  DocumentRoot {}\n  AssignUserID {1} {1}\n",

@@ -169,7 +169,10 @@ impl VHost {
 /// Writes a self-contained configuration; `start` runs httpd with it.
 pub struct Setup {
     pub dir: PathBuf,
-    pub port: u16,
+    /// Read through `port()`, which pins it: a test that wrote it anywhere
+    /// must never see the harness move httpd to another port.
+    port: u16,
+    port_pinned: std::cell::Cell<bool>,
     pub global: Vec<String>,
     pub vhosts: Vec<VHost>,
     pub load_prefork_too: bool,
@@ -194,12 +197,24 @@ impl Setup {
         Setup {
             dir,
             port: free_port(),
+            port_pinned: std::cell::Cell::new(false),
             global: vec![],
             vhosts: vec![],
             load_prefork_too: false,
             own_process_group: true,
             env: vec![],
         }
+    }
+
+    /// The port httpd will listen on; from now on it never changes.
+    pub fn port(&self) -> u16 {
+        self.port_pinned.set(true);
+        self.port
+    }
+
+    /// Another port (not pinned: the harness may still move away from it).
+    pub fn set_port(&mut self, port: u16) {
+        self.port = port;
     }
 
     pub fn env(mut self, k: &str, v: impl Into<String>) -> Setup {
@@ -383,6 +398,7 @@ impl Setup {
             let port = format!(":{}", self.port);
             let retry = exited
                 && log.contains("Address already in use")
+                && !self.port_pinned.get()
                 && !self.global.iter().any(|g| g.contains(&port))
                 && attempt < 2;
             if !retry {
@@ -631,18 +647,26 @@ impl Server {
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let pid = c.id() as i32;
-            // SAFETY: signals our own child.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    break;
+            // Not once it is reaped (wait_exit): the pid may be reused.
+            if let Ok(None) = c.try_wait() {
+                // SAFETY: signals our own child, not reaped yet.
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while Instant::now() < deadline {
+                    if let Ok(Some(_)) = c.try_wait() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
                 }
-                std::thread::sleep(Duration::from_millis(100));
+                if self.setup.own_process_group {
+                    // SAFETY: the process group we created for httpd, whose
+                    // leader is not reaped yet (so the group id is ours).
+                    unsafe { libc::killpg(pid, libc::SIGKILL) };
+                }
+                // SIGKILL if it is still there (a no-op once it exited)
+                let _ = c.kill();
+                let _ = c.wait();
             }
-            // SAFETY: the process group we created for httpd.
-            unsafe { libc::killpg(pid, libc::SIGKILL) };
-            let _ = c.wait();
         }
         for pid in self.our_processes() {
             // SAFETY: leftover processes of this test's httpd.
