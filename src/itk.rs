@@ -604,6 +604,8 @@ pub fn post_perdir_config(r: Request) -> i32 {
     let vhost = format!("{}:{}", s.hostname(), r.conn().local_port());
 
     if r.is_main() {
+        // mod_status: this request's CPU time on top of the worker's total
+        httpd::account_request_cpu(r, MY_SLOT.load(Ordering::Relaxed));
         let key = limits::vhost_key(&s.hostname(), r.conn().local_port());
         match admit(key, module::server_conf(s).max_clients_vhost) {
             Admission::Admitted => {}

@@ -321,7 +321,7 @@ fn server_status_accounts_the_connection_childrens_cpu() {
         + field("CPUChildrenSystem");
     // 30 x 50 ms = 1.5 s burned; allow for clock ticks and scheduling
     assert!(
-        cpu >= 1.0,
+        cpu >= 1.3,
         "mod_status shows {cpu} s of CPU after 1.5 s of PHP:\n{}",
         r.body
     );

@@ -294,19 +294,7 @@ mod tests {
         // A kernel without x32 answers ENOSYS with no filter at all, so the
         // program itself is checked too: the guard follows the
         // architecture check.
-        let prog = build(&Allowed {
-            uids: IdRange {
-                min: 3000,
-                max: 4000,
-            },
-            gids: IdRange {
-                min: 3000,
-                max: 4000,
-            },
-            server_uid: 33,
-            server_gid: 33,
-        })
-        .unwrap();
+        let prog = build(&allowed()).unwrap();
         let guard: Vec<(u16, u32)> = prog[3..6].iter().map(|i| (i.code, i.k)).collect();
         assert_eq!(
             guard,

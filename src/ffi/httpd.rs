@@ -9,7 +9,7 @@ use super::sys;
 use super::{Pool, Server, status_is_eacces};
 use std::ffi::{c_int, c_void};
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, Ordering};
 
 pub use sys::{SERVER_DEAD, SERVER_GRACEFUL, SERVER_READY, SERVER_STARTING};
 
@@ -1294,30 +1294,16 @@ impl Worker {
 
     /// Accounts the CPU time of the connection children this worker has
     /// reaped in its scoreboard slot, as prefork's children account the
-    /// requests they serve: mod_status sums the slots' `times`. A
-    /// connection child overwrites them with its own `times()` after each
-    /// request (`ap_increment_counts`); here, after the reap, the slot gets
-    /// the worker's lifetime total: its own time plus its reaped children's
-    /// (which include their CGIs), shown as the process's user and system
-    /// time.
+    /// requests they serve: mod_status sums the slots' `times`. After the
+    /// reap, the slot gets the worker's lifetime total: its own time plus
+    /// its reaped children's (which include their CGIs), shown as the
+    /// process's user and system time. The total is also what the next
+    /// connection child starts from ([`account_request_cpu`]).
     pub fn account_children_cpu(&self) {
-        // SAFETY: times() fills a local; the slot is this worker's, in the
-        // shared scoreboard.
-        unsafe {
-            let mut t: libc::tms = std::mem::zeroed();
-            libc::times(&mut t);
-            let ws = worker_score(self.slot);
-            let dst = ptr::addr_of_mut!((*ws).times);
-            ptr::write_volatile(
-                dst,
-                sys::tms {
-                    tms_utime: (t.tms_utime + t.tms_cutime) as _,
-                    tms_stime: (t.tms_stime + t.tms_cstime) as _,
-                    tms_cutime: 0,
-                    tms_cstime: 0,
-                },
-            );
-        }
+        let (u, s) = own_and_children_cpu();
+        CPU_BASE.0.store(u, Ordering::Relaxed);
+        CPU_BASE.1.store(s, Ordering::Relaxed);
+        write_slot_cpu(self.slot, u, s);
     }
 
     /// Was this worker chosen through the pipe of death?
@@ -1511,6 +1497,72 @@ unsafe fn replace_shared_page(addr: *mut c_void) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The worker's CPU total (user, system, in clock ticks) when it last
+/// reaped a connection child; a connection child inherits it.
+static CPU_BASE: (AtomicU64, AtomicU64) = (AtomicU64::new(0), AtomicU64::new(0));
+
+/// This process's CPU time plus that of its reaped children, in ticks.
+fn own_and_children_cpu() -> (u64, u64) {
+    // SAFETY: times() fills a local.
+    let t = unsafe {
+        let mut t: libc::tms = std::mem::zeroed();
+        libc::times(&mut t);
+        t
+    };
+    (
+        (t.tms_utime + t.tms_cutime) as u64,
+        (t.tms_stime + t.tms_cstime) as u64,
+    )
+}
+
+fn write_slot_cpu(slot: usize, user: u64, system: u64) {
+    // SAFETY: the slot is this process's, in the shared scoreboard.
+    unsafe {
+        let ws = worker_score(slot);
+        ptr::write_volatile(
+            ptr::addr_of_mut!((*ws).times),
+            sys::tms {
+                tms_utime: user as _,
+                tms_stime: system as _,
+                tms_cutime: 0,
+                tms_cstime: 0,
+            },
+        );
+    }
+}
+
+unsafe extern "C" fn request_cpu_cleanup(data: *mut c_void) -> sys::apr_status_t {
+    super::guard("request_cpu_cleanup", 0, || {
+        let (u, s) = own_and_children_cpu();
+        write_slot_cpu(
+            data as usize,
+            CPU_BASE.0.load(Ordering::Relaxed) + u,
+            CPU_BASE.1.load(Ordering::Relaxed) + s,
+        );
+        0
+    })
+}
+
+/// In a connection child: once `r` is over (after httpd's own
+/// `ap_increment_counts` has put this child's times alone into the slot),
+/// put back the slot's total: the worker's, from before the fork, plus this
+/// child's. mod_status then sees a worker's CPU time grow as prefork's
+/// children's does, also while a connection is served.
+pub fn account_request_cpu(r: super::Request, slot: usize) {
+    // SAFETY: a cleanup on the request pool, registered after the
+    // end-of-request bucket's (which calls ap_increment_counts), so it runs
+    // after it; the DSO stays loaded while requests run; `data` is the slot
+    // number, not a pointer.
+    unsafe {
+        sys::apr_pool_cleanup_register(
+            r.pool_raw(),
+            slot as *mut c_void,
+            Some(request_cpu_cleanup),
+            Some(sys::apr_pool_cleanup_null),
+        );
+    }
 }
 
 /// The worker's pchild (in a connection child: its copy).

@@ -296,6 +296,10 @@ impl Request {
     pub fn uri(&self) -> String {
         c_to_string(self.get().uri)
     }
+    /// The request's pool (for cleanups of the layer below).
+    fn pool_raw(&self) -> *mut sys::apr_pool_t {
+        self.get().pool
+    }
     pub fn filename(&self) -> String {
         c_to_string(self.get().filename)
     }

@@ -206,6 +206,27 @@ impl Setup {
         }
     }
 
+    /// `apache2 -f <conf> -DFOREGROUND` with a clean environment (plus
+    /// `env`), stderr into `stderr_path` (startup errors come before the
+    /// error log is open), in a process group of its own unless
+    /// `own_process_group` is false.
+    fn httpd_command(&self, stderr_path: &Path) -> Command {
+        let stderr = fs::File::create(stderr_path).unwrap();
+        let mut cmd = Command::new("/usr/sbin/apache2");
+        cmd.args(["-f", self.conf_path().to_str().unwrap(), "-DFOREGROUND"])
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("LANG", "C")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        if self.own_process_group {
+            cmd.process_group(0);
+        }
+        cmd
+    }
+
     /// The port httpd will listen on; from now on it never changes.
     pub fn port(&self) -> u16 {
         self.port_pinned.set(true);
@@ -348,19 +369,7 @@ impl Setup {
             // startup errors (a port in use) go to stderr, before the
             // error log is open
             let stderr_path = self.dir.join("logs/stderr");
-            let stderr = fs::File::create(&stderr_path).unwrap();
-            let mut cmd = Command::new("/usr/sbin/apache2");
-            cmd.args(["-f", self.conf_path().to_str().unwrap(), "-DFOREGROUND"])
-                .env_clear()
-                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-                .env("LANG", "C")
-                .envs(self.env.iter().map(|(k, v)| (k, v)))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(stderr);
-            if self.own_process_group {
-                cmd.process_group(0);
-            }
+            let mut cmd = self.httpd_command(&stderr_path);
             // SAFETY: the caller guarantees that `pre_exec` is fork-safe.
             unsafe { cmd.pre_exec(pre_exec.clone()) };
             let mut child = cmd.spawn().expect("spawn apache2");
@@ -960,16 +969,7 @@ impl Setup {
     {
         self.write_conf();
         let stderr_path = self.dir.join("logs/stderr");
-        let stderr = fs::File::create(&stderr_path).unwrap();
-        let mut cmd = Command::new("/usr/sbin/apache2");
-        cmd.args(["-f", self.conf_path().to_str().unwrap(), "-DFOREGROUND"])
-            .env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .env("LANG", "C")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .process_group(0);
+        let mut cmd = self.httpd_command(&stderr_path);
         // SAFETY: the caller guarantees that `pre_exec` is fork-safe.
         unsafe { cmd.pre_exec(pre_exec) };
         let child = cmd.spawn().expect("spawn apache2");
