@@ -429,15 +429,11 @@ echo FFI::string($buf);
     // SERVER_DEAD (0) and SERVER_READY (2)
     let attack = |status: u32, secs: u32| {
         let port = srv.port();
-        std::thread::spawn(move || {
-            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-            let _ = write!(
-                s,
-                "GET /scribble.php?victim={vpid}&status={status}&secs={secs} HTTP/1.1\r\n\
-                 Host: alice.test\r\nConnection: close\r\n\r\n"
-            );
-            read_response(&mut s).map(|r| r.body).unwrap_or_default()
-        })
+        get_in_background(
+            port,
+            "alice.test",
+            &format!("/scribble.php?victim={vpid}&status={status}&secs={secs}"),
+        )
     };
 
     // Every slot dead, for 3 s: the parent must not fork past
@@ -449,7 +445,7 @@ echo FFI::string($buf);
         most = most.max(srv.worker_pids().len());
         std::thread::sleep(Duration::from_millis(50));
     }
-    let body = a.join().unwrap();
+    let body = a.join().unwrap().map(|r| r.body).unwrap_or_default();
     assert!(
         body.starts_with("found=1"),
         "the attack found no scoreboard: {body}"
@@ -476,7 +472,7 @@ echo FFI::string($buf);
     let a = attack(2, 3);
     std::thread::sleep(Duration::from_millis(1000));
     srv.signal(libc::SIGUSR1);
-    let body = a.join().unwrap();
+    let body = a.join().unwrap().map(|r| r.body).unwrap_or_default();
     assert!(body.starts_with("found=1"), "{body}");
     assert!(
         victim.try_wait().unwrap().is_none(),
@@ -592,15 +588,7 @@ sleep(3);
     assert_eq!(srv.get("bob.test", "/index.html").body, "bob");
 
     let port = srv.port();
-    let page = std::thread::spawn(move || {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        write!(
-            s,
-            "GET /reach.php HTTP/1.1\r\nHost: alice.test\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        read_response(&mut s).map(|r| r.body).unwrap_or_default()
-    });
+    let page = get_in_background(port, "alice.test", "/reach.php");
     let pid_file = drop_dir.join("pid");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !pid_file.exists() && Instant::now() < deadline {
@@ -612,7 +600,7 @@ sleep(3);
         .parse()
         .unwrap();
     let in_memory = memory_contains(php_pid, secret.as_bytes());
-    let body = page.join().unwrap();
+    let body = page.join().unwrap().map(|r| r.body).unwrap_or_default();
 
     // a process started with setsid survives the stop (checked, and
     // cleaned up, before anything else can fail)

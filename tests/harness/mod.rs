@@ -449,6 +449,26 @@ pub fn expect_failed_closed(srv: &Server, host: &str, path: &str) -> Response {
     r
 }
 
+/// `GET path` for `host` on a new connection, in a thread of its own (for
+/// a slow page the test acts on meanwhile); the thread ends with the
+/// response.
+pub fn get_in_background(
+    port: u16,
+    host: &str,
+    path: &str,
+) -> std::thread::JoinHandle<std::io::Result<Response>> {
+    let (host, path) = (host.to_string(), path.to_string());
+    std::thread::spawn(move || {
+        let mut s = TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )?;
+        read_response(&mut s)
+    })
+}
+
 /// Polls `f` every 50 ms until it holds or `secs` pass; whether it held.
 /// (Tests synchronise on what they wait for, never on a fixed sleep.)
 pub fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
