@@ -46,8 +46,8 @@ fn main() {
     for v in ["APXS", "HTTPD_INCLUDEDIR", "APR_INCLUDES"] {
         println!("cargo:rerun-if-env-changed={v}");
     }
-    println!("cargo:rerun-if-changed=src/ffi/wrapper.h");
-    println!("cargo:rerun-if-changed=src/ffi/shim.c");
+    println!("cargo:rerun-if-changed=src/sys/wrapper.h");
+    println!("cargo:rerun-if-changed=src/sys/shim.c");
 
     let httpd_inc = match env::var("HTTPD_INCLUDEDIR") {
         Ok(d) => d,
@@ -71,7 +71,7 @@ fn main() {
 
     let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
     let bindings = bindgen::Builder::default()
-        .header("src/ffi/wrapper.h")
+        .header("src/sys/wrapper.h")
         .clang_args(&clang_args)
         .allowlist_function("ap_.*|apr_.*|itk_shim_.*")
         .allowlist_var(
@@ -92,7 +92,7 @@ fn main() {
         .expect("write bindings");
 
     let mut build = cc::Build::new();
-    build.file("src/ffi/shim.c").warnings(true);
+    build.file("src/sys/shim.c").warnings(true);
     for a in &clang_args {
         build.flag(a);
     }

@@ -1,9 +1,15 @@
-//! Directive values and the per-directory / per-server configuration, as
-//! plain Rust data. The FFI layer checks the directive's context and stores
-//! these `Copy` structs in httpd's pools; everything here is pure logic.
-#![forbid(unsafe_code)]
+//! The configuration: the directives' handlers (what each one stores,
+//! after `mpm_itk_core::directives` parsed and validated it), the global
+//! state of one configuration pass, and the typed per-directory /
+//! per-server records httpd keeps in its pools for this module.
+//!
+//! Safe code, but for the one promise that ties [`CONFIG`] to the module
+//! record.
+#![deny(unsafe_code)]
 
-use crate::ffi::Expr;
+use crate::httpd::module::{Cmd, Forbid, MergeDir, PerModule, config_warning};
+use crate::httpd::{Expr, Request, Server};
+use mpm_itk_core::directives::{self, MAX_CLIENTS_DEPRECATED};
 use mpm_itk_core::ids::{self, Identity};
 use mpm_itk_core::ranges::{DEFAULT_RANGE, IdRange};
 use std::sync::{Mutex, MutexGuard};
@@ -103,8 +109,8 @@ pub struct DirConf {
     pub gid_expr: Option<Expr>,
 }
 
-impl DirConf {
-    pub fn merge(parent: &DirConf, child: &DirConf) -> DirConf {
+impl MergeDir for DirConf {
+    fn merge(parent: &DirConf, child: &DirConf) -> DirConf {
         DirConf {
             identity: child.identity.or(parent.identity),
             nice: child.nice.or(parent.nice),
@@ -120,74 +126,134 @@ pub struct ServerConf {
     pub max_clients_vhost: Option<u32>,
 }
 
-/// A whole-number directive argument (prefork's atoi, but refusing junk).
-pub fn parse_int(directive: &str, arg: &str) -> Result<i32, String> {
-    arg.trim()
-        .parse::<i32>()
-        .map_err(|_| format!("{directive}: '{arg}' is not a whole number"))
+/// This module's configuration records in httpd's pools.
+// SAFETY: crate::module's record names exactly this value's create_dir,
+// merge_dir and create_server, and registers itself as this module.
+#[allow(unsafe_code)]
+pub static CONFIG: PerModule<DirConf, ServerConf> = unsafe { PerModule::new() };
+
+/// This server's (vhost's) configuration.
+pub fn server_conf(s: Server) -> ServerConf {
+    CONFIG.server(s)
+}
+
+/// The merged per-dir configuration of a request; None if it is missing
+/// (never treated as the default: the caller fails the request).
+pub fn request_dir_conf(r: Request) -> Option<DirConf> {
+    CONFIG.request_dir(r)
+}
+
+// ---------------------------------------------------------------------------
+// Directive handlers (httpd has checked the argument count)
+// ---------------------------------------------------------------------------
+
+/// StartServers, MinSpareServers, MaxSpareServers, MaxRequestWorkers
+/// (MaxClients), ServerLimit.
+pub fn set_tuning(c: &mut Cmd, arg: &str) -> Result<(), String> {
+    c.check(Forbid::NotGlobal)?;
+    let name = c.name();
+    let which = directives::Tuning::from_name(&name)
+        .ok_or_else(|| format!("{name}: unknown tuning directive"))?;
+    let v = directives::parse_int(&name, arg)?;
+    let mut st = state();
+    let t = &mut st.tuning;
+    match which {
+        directives::Tuning::StartServers => t.daemons_to_start = v,
+        directives::Tuning::MinSpareServers => t.min_spare = v,
+        directives::Tuning::MaxSpareServers => t.max_spare = v,
+        directives::Tuning::MaxRequestWorkers { deprecated_name } => {
+            if deprecated_name {
+                crate::httpd::log_startup(crate::httpd::Level::Info, MAX_CLIENTS_DEPRECATED);
+            }
+            t.daemons_limit = v
+        }
+        directives::Tuning::ServerLimit => t.server_limit = v,
+    }
+    Ok(())
 }
 
 /// `AssignUserID user group`: resolved now, once; unknown names and root are
 /// configuration errors.
-pub fn assign_user_id(user: &str, group: &str, location: String) -> Result<usize, String> {
+pub fn assign_user_id(c: &mut Cmd, user: &str, group: &str) -> Result<(), String> {
+    c.check(Forbid::Htaccess)?;
     let id = ids::resolve_identity(user, group).map_err(|e| format!("AssignUserID: {e}"))?;
-    if id.uid == 0 {
-        return Err(format!(
-            "AssignUserID: refusing '{user}': a vhost can never run as root (uid 0)"
-        ));
-    }
-    if id.gid == 0 {
-        return Err(format!(
-            "AssignUserID: refusing group '{group}': a vhost can never run as gid 0"
-        ));
-    }
-    let mut s = state();
-    s.identities.push((id, location));
-    Ok(s.identities.len() - 1)
+    directives::check_assigned(&id, user, group)?;
+    let location = c.location();
+    let idx = {
+        let mut s = state();
+        s.identities.push((id, location));
+        s.identities.len() - 1
+    };
+    c.dir_config(&CONFIG).identity = Some(idx);
+    Ok(())
 }
 
-/// `NiceValue n`, clamped to -20..19 with a startup warning (returned).
-pub fn nice_value(arg: &str) -> Result<(i32, Option<String>), String> {
-    let n = parse_int("NiceValue", arg)?;
-    Ok(if n < -20 {
-        (
-            -20,
-            Some(format!(
-                "WARNING: NiceValue of {n} is below -20, increasing NiceValue to -20."
-            )),
-        )
-    } else if n > 19 {
-        (
-            19,
-            Some(format!(
-                "WARNING: NiceValue of {n} is above 19, lowering NiceValue to 19."
-            )),
-        )
-    } else {
-        (n, None)
-    })
+fn parse_expr(c: &Cmd, text: &str) -> Result<Expr, String> {
+    c.check(Forbid::Htaccess)?;
+    c.parse_string_expr(text)
+        .map_err(|e| format!("{}: cannot parse expression: {e}", c.name()))
 }
 
-/// `MaxClientsVHost n`.
-pub fn max_clients_vhost(arg: &str) -> Result<u32, String> {
-    let n = parse_int("MaxClientsVHost", arg)?;
-    if n < 1 {
-        return Err(format!("MaxClientsVHost: {n} must be at least 1"));
-    }
-    Ok(n as u32)
+/// `AssignUserIDExpr` (the raw argument, as the C module takes it).
+pub fn set_user_expr(c: &mut Cmd, text: &str) -> Result<(), String> {
+    let e = parse_expr(c, text)?;
+    c.dir_config(&CONFIG).uid_expr = Some(e);
+    Ok(())
+}
+
+/// `AssignGroupIDExpr`.
+pub fn set_group_expr(c: &mut Cmd, text: &str) -> Result<(), String> {
+    let e = parse_expr(c, text)?;
+    c.dir_config(&CONFIG).gid_expr = Some(e);
+    Ok(())
 }
 
 /// `LimitUIDRange` / `LimitGIDRange`.
-pub fn id_range(directive: &str, min: &str, max: &str) -> Result<IdRange, String> {
-    IdRange::parse(min, max).map_err(|e| format!("{directive}: {e}"))
+pub fn set_id_range(c: &mut Cmd, min: &str, max: &str) -> Result<(), String> {
+    c.check(Forbid::NotGlobal)?;
+    let name = c.name();
+    let r = directives::id_range(&name, min, max)?;
+    let mut st = state();
+    if name == "LimitUIDRange" {
+        st.globals.uid_range = r;
+        st.globals.uid_range_explicit = true;
+    } else {
+        st.globals.gid_range = r;
+        st.globals.gid_range_explicit = true;
+    }
+    Ok(())
 }
 
-/// `On`/`Off` for flag directives given as TAKE1 (httpd's FLAG type already
-/// refuses anything else with its own message).
-pub fn flag(directive: &str, arg: &str) -> Result<bool, String> {
-    match arg.to_ascii_lowercase().as_str() {
-        "on" => Ok(true),
-        "off" => Ok(false),
-        _ => Err(format!("{directive} must be On or Off")),
+/// `EnableCapabilities` / `NoNewPrivileges`.
+pub fn set_flag(c: &mut Cmd, arg: &str) -> Result<(), String> {
+    c.check(Forbid::NotGlobal)?;
+    let name = c.name();
+    let v = directives::flag(&name, arg)?;
+    let mut st = state();
+    if name == "EnableCapabilities" {
+        st.globals.enable_caps = v;
+    } else {
+        st.globals.no_new_privs = v;
     }
+    Ok(())
+}
+
+/// `MaxClientsVHost n` (vhost only).
+pub fn set_max_clients_vhost(c: &mut Cmd, arg: &str) -> Result<(), String> {
+    let s = c.server();
+    let n = directives::max_clients_vhost(arg, s.is_virtual())?;
+    CONFIG.update_server(s, |conf| conf.max_clients_vhost = Some(n));
+    Ok(())
+}
+
+/// `NiceValue n`.
+pub fn set_nice(c: &mut Cmd, arg: &str) -> Result<(), String> {
+    let (n, warning) = directives::nice_value(arg)?;
+    let location = c.location();
+    if let Some(w) = warning {
+        config_warning(&format!("{w} ({location})"));
+    }
+    c.dir_config(&CONFIG).nice = Some(n);
+    state().nice_values.push((n, location));
+    Ok(())
 }

@@ -13,18 +13,21 @@
 #![forbid(unsafe_code)]
 
 use crate::config;
-use crate::ffi::httpd::{self, Accepted, ChildEnd, Retained, Worker};
-use crate::ffi::module;
-use crate::ffi::{
-    self, HTTP_INTERNAL_SERVER_ERROR, HTTP_SERVICE_UNAVAILABLE, Level, OK, Pool, Request, Server,
+use crate::httpd::child::{self, Accepted, Child as Worker};
+use crate::httpd::process::{self, ChildEnd};
+use crate::httpd::retained::{SharedTable, Unixd};
+use crate::httpd::{
+    self as ffi, Conn, HTTP_INTERNAL_SERVER_ERROR, HTTP_SERVICE_UNAVAILABLE, Level, OK, Pool,
+    Request, Server, core, scoreboard, status_is_eacces,
 };
+use mpm_itk_core::directives;
 use mpm_itk_core::ids::{self, Identity};
 use mpm_itk_core::limits::{self, Admission, Later};
 use mpm_itk_core::privileges::{self, CapsHashSet, PrivError, RealSys, Sys, Target, WorkerPlan};
 use mpm_itk_core::ranges::{self, Allowed, ExprPolicy};
 use mpm_itk_core::seccomp;
 use mpm_itk_core::target;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -97,12 +100,12 @@ pub fn check_config(_pconf: Pool, _s: Server) -> i32 {
 }
 
 fn prepare() -> Result<Prepared, String> {
-    if let Some(dir) = httpd::unixd_chroot_dir() {
+    if let Some(dir) = core::unixd_chroot_dir() {
         // mod_unixd performs ChrootDir in its drop_privileges hook, which the
         // worker sandbox replaces: refuse rather than silently ignore it.
         return Err(format!("ChrootDir {dir} is not supported with mpm-itk"));
     }
-    let (user, uid, gid) = httpd::unixd_user_group();
+    let (user, uid, gid) = core::unixd_user_group();
     if uid == 0 || uid == u32::MAX || gid == 0 || gid == u32::MAX {
         return Err(format!(
             "User/Group must name an unprivileged account (got User '{user}' uid {uid}, gid {gid}); \
@@ -197,18 +200,9 @@ fn prepare() -> Result<Prepared, String> {
 /// server's own nice value can ever be applied: a configuration error
 /// naming the directive, never a silent no-op.
 fn check_nice_values(caps: &CapsHashSet, values: &[(i32, String)]) -> Result<(), String> {
-    if caps.contains(&privileges::Capability::CAP_SYS_NICE) {
-        return Ok(());
-    }
+    let can = caps.contains(&privileges::Capability::CAP_SYS_NICE);
     let now = privileges::current_nice().map_err(|e| format!("getpriority: {e}"))?;
-    match values.iter().find(|(n, _)| *n < now) {
-        Some((n, at)) => Err(format!(
-            "NiceValue {n} at {at} is below the server's nice value {now}, which needs \
-             CAP_SYS_NICE, and the server was started without it (a container's default \
-             capability set?): lower values than {now} cannot be applied"
-        )),
-        None => Ok(()),
-    }
+    directives::check_nice_values(values, now, can)
 }
 
 /// What the server lacks of the capabilities the workers use, said once at
@@ -283,8 +277,8 @@ fn worker_keeps(p: &Prepared) -> CapsHashSet {
 /// post_config: version banner; refuse to start where the confinement
 /// cannot work (not root, no seccomp).
 pub fn post_config(pconf: Pool, s: Server) -> i32 {
-    httpd::add_version_component(pconf, &format!("mpm-itk/{VERSION}"));
-    if Retained::get().is_some_and(|r| r.module_loads() < 2) {
+    core::add_version_component(pconf, &format!("mpm-itk/{VERSION}"));
+    if Unixd::get().module_loads() < 2 {
         // The first (preflight) pass only checks the configuration.
         return OK;
     }
@@ -297,13 +291,13 @@ pub fn post_config(pconf: Pool, s: Server) -> i32 {
         );
         return HTTP_INTERNAL_SERVER_ERROR;
     }
-    if httpd::module_loaded(c"mod_http2.c") {
+    if core::module_loaded(c"mod_http2.c") {
         // As under prefork (mod_http2's AH10034), which mod_http2 does not
         // recognise us as: the engines this MPM exists for (mod_php) are not
         // thread-safe, and HTTP/2 runs a connection's streams on several
         // threads at once. Without h2/h2c in any Protocols list, ALPN, the
         // h2c Upgrade and the prior-knowledge preface all stay HTTP/1.1.
-        let removed = httpd::remove_protocols(&["h2", "h2c"]);
+        let removed = core::remove_protocols(&["h2", "h2c"]);
         ffi::log(
             Level::Warn,
             0,
@@ -316,7 +310,7 @@ pub fn post_config(pconf: Pool, s: Server) -> i32 {
             ),
         );
     }
-    if httpd::module_loaded(c"mod_cgid.c") {
+    if core::module_loaded(c"mod_cgid.c") {
         // mod_cgid's daemon is forked by the parent and runs every CGI as
         // User, outside any connection child: never as the vhost's user.
         ffi::log(
@@ -356,10 +350,10 @@ pub fn post_config(pconf: Pool, s: Server) -> i32 {
     }
     // mod_log_config flushes BufferedLogs in a pchild cleanup: only then
     // do connection children pay for destroying pchild at exit.
-    httpd::set_full_child_exit(httpd::config_flag_on("BufferedLogs"));
+    FULL_CHILD_EXIT.store(core::config_flag_on("BufferedLogs"), Ordering::Relaxed);
     let slots = crate::config::state().tuning.server_limit.max(1) as usize;
-    if let Some(r) = Retained::get() {
-        if !r.create_vhost_table(slots) {
+    {
+        if SharedTable::create(VHOST_TABLE, slots).is_none() {
             ffi::log(
                 Level::Emerg,
                 0,
@@ -385,7 +379,7 @@ pub fn enter_worker_sandbox() -> Result<(), String> {
         real_uid: p.worker_real_uid,
         keep: worker_keeps(p),
         no_new_privs: no_new_privs(p),
-        dumpable: httpd::coredumpdir_configured(),
+        dumpable: core::coredumpdir_configured(),
         filter: p.filter.clone(),
     };
     privileges::enter_worker_sandbox(&mut RealSys, &plan).map_err(|e| {
@@ -404,9 +398,9 @@ pub fn serve_connection(w: &Worker, sock: Accepted) {
     MY_SLOT.store(w.slot(), Ordering::Relaxed);
     // The connection child runs inside its own panic boundary: a panic
     // there ends this connection only.
-    match httpd::fork_process("connection child", || connection_child(w, &sock)) {
+    match process::fork_process("connection child", || connection_child(w, &sock)) {
         Ok(child) => {
-            match httpd::wait_connection_child(child) {
+            match child::wait_helper(child) {
                 Ok(ChildEnd::Exited(0)) => {}
                 Ok(ChildEnd::Exited(code)) => ffi::log(
                     Level::Err,
@@ -435,7 +429,7 @@ pub fn serve_connection(w: &Worker, sock: Accepted) {
                 ),
             }
             slot_finished(w.slot());
-            w.account_children_cpu();
+            account_children_cpu(w.slot());
             w.close_accepted(sock);
         }
         Err(e) => {
@@ -452,10 +446,11 @@ pub fn serve_connection(w: &Worker, sock: Accepted) {
 
 /// The connection child: never returns.
 fn connection_child(w: &Worker, sock: &Accepted) -> ! {
-    httpd::set_connection_child_signals();
+    child::set_finish_connection_signals();
     test_panic_point("child");
-    // Before a byte is read: nothing vhost code could misuse stays open.
-    if let Err(e) = w.close_inherited_descriptors() {
+    // Before a byte is read: nothing vhost code could misuse stays open
+    // (the listening sockets, the pipe of death, the accept mutex).
+    if let Err(e) = w.close_listening_side() {
         ffi::log(
             Level::Err,
             0,
@@ -465,13 +460,13 @@ fn connection_child(w: &Worker, sock: &Accepted) -> ! {
                 pid()
             ),
         );
-        httpd::connection_child_exit(1)
+        connection_child_exit(1)
     }
     // Each connection child is a fresh "prefork child" for other modules.
     w.run_child_init();
     test_thread_keeping_caps();
     w.process_connection(sock);
-    httpd::connection_child_exit(0)
+    connection_child_exit(0)
 }
 
 /// The test-only switch: with `MPM_ITK_TEST_HOOKS=<dir>` in httpd's
@@ -513,10 +508,75 @@ fn test_thread_keeping_caps() {
     let _ = rx.recv();
 }
 
+/// Whether connection children end through pchild's cleanups (see
+/// [`connection_child_exit`]); decided at post_config.
+static FULL_CHILD_EXIT: AtomicBool = AtomicBool::new(false);
+
+/// Ends a connection child, after its lingering close (SPEC §3.4).
+///
+/// The child_stopping hooks run first. Then, by default, `_exit`: the
+/// kernel frees the memory and closes the descriptors. Destroying pchild
+/// instead would run every cleanup that modules registered in child_init,
+/// and for the common case they only free memory that is about to vanish:
+/// mod_php's is a full engine shutdown that unloads every extension with
+/// dlclose, which made up two thirds of a connection's CPU time
+/// (bench/README.md). The one cleanup that matters is mod_log_config's
+/// flush of `BufferedLogs On`: with it configured, pchild is destroyed as
+/// prefork's clean_child_exit does.
+fn connection_child_exit(code: i32) -> ! {
+    child::end(code, FULL_CHILD_EXIT.load(Ordering::Relaxed))
+}
+
+/// Closes the connection without an answer and ends the connection child
+/// (SPEC §3.3).
+fn close_and_exit(c: Conn) -> ! {
+    c.lingering_close();
+    connection_child_exit(0)
+}
+
+/// The worker's CPU total (user, system, in clock ticks) when it last
+/// reaped a connection child; a connection child inherits it.
+static CPU_BASE: (AtomicU64, AtomicU64) = (AtomicU64::new(0), AtomicU64::new(0));
+
+/// In the worker, after it reaped a connection child: accounts the CPU time
+/// of its reaped children in its scoreboard slot, as prefork's children
+/// account the requests they serve (mod_status sums the slots' times). The
+/// slot gets the worker's lifetime total: its own time plus its reaped
+/// children's (which include their CGIs). The total is also what the next
+/// connection child starts from ([`account_request_cpu`]).
+fn account_children_cpu(slot: usize) {
+    let (u, s) = process::cpu_times();
+    CPU_BASE.0.store(u, Ordering::Relaxed);
+    CPU_BASE.1.store(s, Ordering::Relaxed);
+    scoreboard::set_slot_times(slot, u, s);
+}
+
+/// In a connection child: once `r` is over (after httpd's own
+/// `ap_increment_counts` has put this child's times alone into the slot),
+/// put back the slot's total: the worker's, from before the fork, plus this
+/// child's. mod_status then sees a worker's CPU time grow as prefork's
+/// children's does, also while a connection is served.
+fn account_request_cpu(r: Request, slot: usize) {
+    fn put_total(slot: usize) {
+        let (u, s) = process::cpu_times();
+        scoreboard::set_slot_times(
+            slot,
+            CPU_BASE.0.load(Ordering::Relaxed) + u,
+            CPU_BASE.1.load(Ordering::Relaxed) + s,
+        );
+    }
+    child::on_request_end(r, put_total, slot);
+}
+
+/// The MaxClientsVHost table: which vhost each worker slot's connection
+/// child serves now, one word per scoreboard slot, shared by every process
+/// that runs no vhost code.
+const VHOST_TABLE: &std::ffi::CStr = c"mpm_itk_vhost_table";
+
 /// The slot's connection is over (child reaped, or worker died).
 pub fn slot_finished(slot: usize) {
-    if let Some(r) = Retained::get() {
-        r.with_vhost_table(|t| {
+    if let Some(t) = SharedTable::get(VHOST_TABLE) {
+        t.with(|t| {
             if let Some(word) = t.get(slot) {
                 word.store(0, Ordering::SeqCst);
             }
@@ -539,10 +599,8 @@ fn counted() -> MutexGuard<'static, Option<(u64, bool)>> {
 fn admit(key: u64, limit: Option<u32>) -> Admission {
     let slot = MY_SLOT.load(Ordering::Relaxed);
     let mut counted = counted();
-    let r = Retained::get();
-    match r.and_then(|r| {
-        r.with_vhost_table(|t| limits::admit(Some(t), slot, key, limit, &mut counted))
-    }) {
+    let table = SharedTable::get(VHOST_TABLE);
+    match table.and_then(|t| t.with(|t| limits::admit(Some(t), slot, key, limit, &mut counted))) {
         Some(a) => a,
         None => limits::admit(None, slot, key, limit, &mut counted),
     }
@@ -605,9 +663,9 @@ pub fn post_perdir_config(r: Request) -> i32 {
 
     if r.is_main() {
         // mod_status: this request's CPU time on top of the worker's total
-        httpd::account_request_cpu(r, MY_SLOT.load(Ordering::Relaxed));
+        account_request_cpu(r, MY_SLOT.load(Ordering::Relaxed));
         let key = limits::vhost_key(&s.hostname(), r.conn().local_port());
-        match admit(key, module::server_conf(s).max_clients_vhost) {
+        match admit(key, config::server_conf(s).max_clients_vhost) {
             Admission::Admitted => {}
             Admission::Full(others) => {
                 ffi::log_request(
@@ -632,7 +690,7 @@ pub fn post_perdir_config(r: Request) -> i32 {
                         pid()
                     ),
                 );
-                r.conn().close_and_exit();
+                close_and_exit(r.conn());
             }
         }
     }
@@ -648,9 +706,9 @@ pub fn post_perdir_config(r: Request) -> i32 {
                 pid()
             ),
         );
-        r.conn().close_and_exit();
+        close_and_exit(r.conn());
     }
-    let Some(d) = module::request_dir_conf(r) else {
+    let Some(d) = config::request_dir_conf(r) else {
         return refuse(
             r,
             &vhost,
@@ -731,7 +789,7 @@ pub fn post_perdir_config(r: Request) -> i32 {
                 ),
             ),
         }
-        r.conn().close_and_exit();
+        close_and_exit(r.conn());
     }
 
     let base_nice = match privileges::current_nice() {
@@ -762,8 +820,8 @@ pub fn post_perdir_config(r: Request) -> i32 {
         Ok((t, sw)) => {
             // Vhost code runs from here on: it must not reach the other
             // vhosts' MaxClientsVHost counts.
-            if let Some(r) = Retained::get() {
-                r.drop_vhost_table();
+            if let Some(t) = SharedTable::get(VHOST_TABLE) {
+                t.unmap();
             }
             *conn_state() = ConnState::Switched {
                 uid: t.uid,
@@ -844,7 +902,7 @@ fn switched() -> bool {
 /// core's dirwalk stat just ran: EACCES on a main request after the switch
 /// closes the connection (a fresh connection may well succeed).
 pub fn after_stat(r: Request, status: i32) {
-    if switched() && r.is_main() && httpd::is_eacces(status) {
+    if switched() && r.is_main() && status_is_eacces(status) {
         ffi::log_request(
             Level::Warn,
             status,
@@ -855,7 +913,7 @@ pub fn after_stat(r: Request, status: i32) {
                 pid()
             ),
         );
-        r.conn().close_and_exit();
+        close_and_exit(r.conn());
     }
 }
 
@@ -865,13 +923,13 @@ pub fn should_watch_htaccess(r: Request) -> bool {
 }
 
 pub fn after_htaccess_open(r: Request, path: &str, status: i32) {
-    if httpd::is_eacces(status) {
+    if status_is_eacces(status) {
         ffi::log_request(
             Level::Warn,
             status,
             r,
             &format!("Couldn't read {path}, closing connection (pid {})", pid()),
         );
-        r.conn().close_and_exit();
+        close_and_exit(r.conn());
     }
 }

@@ -10,10 +10,14 @@
 #![forbid(unsafe_code)]
 
 use crate::config::{self, MAX_SERVER_LIMIT};
-use crate::ffi::httpd::{self, AcceptOutcome, ChildRecord, Reaped, Retained, Worker, mpmq};
-use crate::ffi::{self, DONE, HTTP_INTERNAL_SERVER_ERROR, Level, OK, Pool, Server};
+use crate::httpd::child::{self, AcceptOutcome, Child as Worker};
+use crate::httpd::process::{self, AP_SIG_GRACEFUL, APEXIT_CHILDFATAL, APEXIT_CHILDSICK, Reaped};
+use crate::httpd::retained::{self, Unixd};
+use crate::httpd::scoreboard::{self, SERVER_DEAD, SERVER_GRACEFUL, SERVER_READY, SERVER_STARTING};
+use crate::httpd::{self as ffi, DONE, HTTP_INTERNAL_SERVER_ERROR, Level, OK, Pool, Server};
+use crate::httpd::{core, listen, mpmq};
 use mpm_itk_core::spare::{self, Action, Limits, SlotState};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 
 /// `-X` / `-DONE_PROCESS`: serve in the process that started.
 static ONE_PROCESS: AtomicBool = AtomicBool::new(false);
@@ -21,6 +25,119 @@ static NUM_LISTENERS: AtomicUsize = AtomicUsize::new(0);
 
 fn one_process() -> bool {
     ONE_PROCESS.load(Ordering::Relaxed)
+}
+
+/// prefork_retained_data: what the parent keeps across restarts (in
+/// httpd's retained memory, which survives the DSO's reload), plus
+/// mod_unixd's retained MPM state.
+#[derive(Clone, Copy)]
+pub struct Retained {
+    fields: &'static [AtomicI32],
+    unixd: Unixd,
+}
+
+/// The fields of [`Retained`], by index.
+#[derive(Clone, Copy)]
+enum Field {
+    FirstServerLimit,
+    MaxclientsReported,
+    MaxDaemonsLimit,
+    IdleSpawnRate,
+    HoldOffOnExponentialSpawning,
+}
+const FIELDS: usize = 5;
+// (A new key when the layout changes: a graceful restart into a newer build
+// must not read an older block.)
+const RETAINED_KEY: &std::ffi::CStr = c"mpm_itk_prefork_v2";
+
+/// Set once pre_config attached the retained data in this DSO load.
+static ATTACHED: AtomicBool = AtomicBool::new(false);
+
+macro_rules! field {
+    ($get:ident, $set:ident, $f:ident) => {
+        pub fn $get(self) -> i32 {
+            self.fields[Field::$f as usize].load(Ordering::Relaxed)
+        }
+        pub fn $set(self, v: i32) {
+            self.fields[Field::$f as usize].store(v, Ordering::Relaxed)
+        }
+    };
+}
+
+macro_rules! unixd {
+    ($($f:ident),*) => {
+        $(pub fn $f(self) -> i32 {
+            self.unixd.$f()
+        })*
+    };
+}
+
+impl Retained {
+    fn lookup() -> (Retained, bool) {
+        let (fields, created) = retained::array::<AtomicI32>(RETAINED_KEY, FIELDS);
+        (
+            Retained {
+                fields,
+                unixd: Unixd::get(),
+            },
+            created,
+        )
+    }
+
+    /// prefork_pre_config's lookup: finds or creates the block, links it to
+    /// mod_unixd's retained MPM data and counts module loads.
+    fn attach() -> Retained {
+        let (r, created) = Retained::lookup();
+        if created {
+            r.set_idle_spawn_rate(1);
+        }
+        r.unixd.attach(r.fields.as_ptr() as *const std::ffi::c_void);
+        ATTACHED.store(true, Ordering::Relaxed);
+        r
+    }
+
+    /// The block attached in this DSO load, if pre_config ran.
+    pub fn get() -> Option<Retained> {
+        ATTACHED
+            .load(Ordering::Relaxed)
+            .then(|| Retained::lookup().0)
+    }
+
+    field!(first_server_limit, set_first_server_limit, FirstServerLimit);
+    field!(
+        maxclients_reported,
+        set_maxclients_reported,
+        MaxclientsReported
+    );
+    field!(max_daemons_limit, set_max_daemons_limit, MaxDaemonsLimit);
+    field!(idle_spawn_rate, set_idle_spawn_rate, IdleSpawnRate);
+    field!(
+        hold_off_on_exponential_spawning,
+        set_hold_off_on_exponential_spawning,
+        HoldOffOnExponentialSpawning
+    );
+    unixd!(
+        mpm_state,
+        shutdown_pending,
+        restart_pending,
+        is_ungraceful,
+        my_generation,
+        module_loads,
+        was_graceful,
+        num_buckets
+    );
+    pub fn set_mpm_state(self, v: i32) {
+        self.unixd.set_mpm_state(v)
+    }
+    pub fn set_shutdown_pending(self, v: i32) {
+        self.unixd.set_shutdown_pending(v)
+    }
+    pub fn set_my_generation(self, v: i32) {
+        self.unixd.set_my_generation(v)
+    }
+    pub fn set_num_buckets(self, v: i32) {
+        self.unixd.set_num_buckets(v)
+    }
 }
 
 fn retained() -> Retained {
@@ -33,31 +150,31 @@ fn tuning() -> config::Tuning {
 
 /// prefork_pre_config.
 pub fn pre_config(pconf: Pool) -> i32 {
-    let debug = httpd::config_define(c"DEBUG");
+    let debug = core::config_define(c"DEBUG");
     let (no_detach, foreground) = if debug {
         ONE_PROCESS.store(true, Ordering::Relaxed);
         (false, true)
     } else {
-        ONE_PROCESS.store(httpd::config_define(c"ONE_PROCESS"), Ordering::Relaxed);
+        ONE_PROCESS.store(core::config_define(c"ONE_PROCESS"), Ordering::Relaxed);
         (
-            httpd::config_define(c"NO_DETACH"),
-            httpd::config_define(c"FOREGROUND"),
+            core::config_define(c"NO_DETACH"),
+            core::config_define(c"FOREGROUND"),
         )
     };
-    httpd::mutex_register_accept(pconf);
+    core::mutex_register_accept(pconf);
     let r = Retained::attach();
     // Detach the second time around (the first pass only checks the
     // configuration).
     if r.module_loads() == 2 && !one_process() && !foreground {
-        httpd::fatal_signal_setup(pconf);
-        if let Err(rv) = httpd::detach(no_detach) {
+        core::fatal_signal_setup(pconf);
+        if let Err(rv) = core::detach(no_detach) {
             ffi::log(Level::Crit, rv, None, "apr_proc_detach failed");
             return HTTP_INTERNAL_SERVER_ERROR;
         }
     }
-    httpd::listen_pre_config();
+    core::listen_pre_config();
     config::reset();
-    httpd::set_extended_status(0);
+    core::set_extended_status(0);
     OK
 }
 
@@ -172,7 +289,7 @@ pub fn open_logs(pconf: Pool, s: Server) -> i32 {
         r.set_num_buckets(0);
     }
     let mut n = r.num_buckets();
-    match httpd::open_buckets(pconf, s, &mut n) {
+    match listen::open_buckets(pconf, s, &mut n) {
         Ok(listeners) => {
             r.set_num_buckets(n);
             NUM_LISTENERS.store(listeners, Ordering::Relaxed);
@@ -203,7 +320,7 @@ pub fn query(code: i32) -> Option<i32> {
         mpmq::MIN_SPARE_DAEMONS => t.min_spare,
         mpmq::MIN_SPARE_THREADS | mpmq::MAX_SPARE_THREADS => 0,
         mpmq::MAX_SPARE_DAEMONS => t.max_spare,
-        mpmq::MAX_REQUESTS_DAEMON => httpd::max_requests_per_child(),
+        mpmq::MAX_REQUESTS_DAEMON => core::max_requests_per_child(),
         mpmq::MPM_STATE => r?.mpm_state(),
         mpmq::GENERATION => r?.my_generation(),
         _ => return None,
@@ -216,30 +333,52 @@ pub fn query(code: i32) -> Option<i32> {
 /// can write; here the scoreboard only mirrors them for mod_status, and
 /// nothing the parent decides (how many workers, whom to signal, which slot
 /// a reaped pid held) depends on what it says.
-struct Children(&'static [std::cell::Cell<ChildRecord>]);
+///
+/// Kept in httpd's retained memory: they survive restarts, and unlike the
+/// scoreboard they are private to the parent (a child only has a copy it
+/// never uses), so vhost code cannot write them. One word per scoreboard
+/// slot (`ServerLimit`, which cannot change across restarts): the pid in
+/// the low half, the generation in the high half.
+struct Children(&'static [AtomicU64]);
+
+/// One worker as the parent recorded it when it forked it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct ChildRecord {
+    /// 0: no worker in this slot.
+    pid: i32,
+    generation: i32,
+}
 
 fn children() -> Children {
-    Children(retained().child_records())
+    let n = retained().first_server_limit().max(1) as usize;
+    Children(retained::array::<AtomicU64>(c"mpm_itk_children", n).0)
 }
 
 impl Children {
     fn get(&self, slot: usize) -> ChildRecord {
-        self.0.get(slot).map(|c| c.get()).unwrap_or_default()
+        self.0.get(slot).map_or_else(ChildRecord::default, |w| {
+            let v = w.load(Ordering::Relaxed);
+            ChildRecord {
+                pid: v as u32 as i32,
+                generation: (v >> 32) as u32 as i32,
+            }
+        })
     }
     fn is_free(&self, slot: usize) -> bool {
         slot < self.0.len() && self.get(slot).pid == 0
     }
     fn started(&self, slot: usize, pid: i32, generation: i32) {
-        if let Some(c) = self.0.get(slot) {
-            c.set(ChildRecord { pid, generation });
+        if let Some(w) = self.0.get(slot) {
+            w.store(
+                (pid as u32 as u64) | ((generation as u32 as u64) << 32),
+                Ordering::Relaxed,
+            );
         }
     }
     /// (slot, record) of every worker alive.
     fn live(&self) -> impl Iterator<Item = (usize, ChildRecord)> + '_ {
-        self.0
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (i, c.get()))
+        (0..self.0.len())
+            .map(|i| (i, self.get(i)))
             .filter(|(_, c)| c.pid > 0)
     }
     fn slot_of(&self, pid: i32) -> Option<usize> {
@@ -250,8 +389,8 @@ impl Children {
     fn ended(&self, slot: usize) {
         let rec = self.get(slot);
         self.started(slot, 0, 0);
-        httpd::update_slot_status(slot, httpd::SERVER_DEAD);
-        httpd::note_child_killed(slot, rec.pid, rec.generation);
+        scoreboard::update_slot_status(slot, SERVER_DEAD);
+        scoreboard::note_child_killed(slot, rec.pid, rec.generation);
         crate::itk::slot_finished(slot);
     }
 }
@@ -266,14 +405,14 @@ fn make_child(slot: usize) -> Result<(), ()> {
     }
     if one_process() {
         children().started(slot, std::process::id() as i32, r.my_generation());
-        httpd::note_child_started(slot, std::process::id() as i32, r.my_generation());
+        scoreboard::note_child_started(slot, std::process::id() as i32, r.my_generation());
         child_main(slot, 0);
     }
-    httpd::update_slot_status(slot, httpd::SERVER_STARTING);
+    scoreboard::update_slot_status(slot, SERVER_STARTING);
     // The worker runs inside its own panic boundary (fork_process): a panic
     // there ends that worker only, and the parent replaces it.
-    let forked = httpd::fork_process("worker", || {
-        httpd::set_worker_signals();
+    let forked = process::fork_process("worker", || {
+        child::set_worker_signals();
         child_main(slot, bucket)
     });
     match forked {
@@ -285,13 +424,13 @@ fn make_child(slot: usize) -> Result<(), ()> {
                 "fork: Unable to fork new process",
             );
             // Fix the scoreboard, and do not spin on a resource shortage.
-            httpd::update_slot_status(slot, httpd::SERVER_DEAD);
-            httpd::sleep_secs(10);
+            scoreboard::update_slot_status(slot, SERVER_DEAD);
+            process::sleep_secs(10);
             Err(())
         }
         Ok(pid) => {
             children().started(slot, pid, r.my_generation());
-            httpd::note_child_started(slot, pid, r.my_generation());
+            scoreboard::note_child_started(slot, pid, r.my_generation());
             Ok(())
         }
     }
@@ -331,8 +470,8 @@ fn perform_idle_server_maintenance() {
             if kids.is_free(i) {
                 return SlotState::Dead;
             }
-            match httpd::slot_status(i) {
-                st if st == httpd::SERVER_STARTING || st == httpd::SERVER_READY => SlotState::Idle,
+            match scoreboard::slot_status(i) {
+                st if st == SERVER_STARTING || st == SERVER_READY => SlotState::Idle,
                 _ => SlotState::Busy,
             }
         })
@@ -358,7 +497,7 @@ fn perform_idle_server_maintenance() {
             static NEXT: AtomicUsize = AtomicUsize::new(0);
             let buckets = r.num_buckets().max(1) as usize;
             let b = NEXT.fetch_add(1, Ordering::Relaxed) % buckets;
-            httpd::pod_signal(b);
+            listen::pod_signal(b);
         }
         Action::AtLimit => {
             if r.maxclients_reported() == 0 {
@@ -403,16 +542,16 @@ fn check_scoreboard(kids: &Children, generation: i32) {
     let mut wrong = 0;
     for slot in 0..kids.0.len() {
         let rec = kids.get(slot);
-        if httpd::repair_slot_process(slot, rec.pid, rec.generation) {
+        if scoreboard::repair_slot_process(slot, rec.pid, rec.generation) {
             wrong += 1;
         }
-        if rec.pid == 0 && httpd::slot_status(slot) != httpd::SERVER_DEAD {
-            httpd::set_slot_status_raw(slot, httpd::SERVER_DEAD);
+        if rec.pid == 0 && scoreboard::slot_status(slot) != SERVER_DEAD {
+            scoreboard::set_slot_status_raw(slot, SERVER_DEAD);
             wrong += 1;
         }
     }
-    if httpd::running_generation() != generation {
-        httpd::set_running_generation(generation);
+    if scoreboard::running_generation() != generation {
+        scoreboard::set_running_generation(generation);
         wrong += 1;
     }
     if wrong == 0 {
@@ -445,11 +584,7 @@ fn child_main(slot: usize, bucket: usize) -> ! {
             if !e.is_empty() {
                 ffi::log(Level::Emerg, 0, Server::main(), &e);
             }
-            std::process::exit(if e.is_empty() {
-                0
-            } else {
-                httpd::APEXIT_CHILDFATAL
-            })
+            std::process::exit(if e.is_empty() { 0 } else { APEXIT_CHILDFATAL })
         }
     };
     // Instead of ap_run_drop_privileges: the worker sandbox recipe (see
@@ -464,25 +599,25 @@ fn child_main(slot: usize, bucket: usize) -> ! {
                 std::process::id()
             ),
         );
-        w.exit(httpd::APEXIT_CHILDFATAL);
+        w.exit(APEXIT_CHILDFATAL);
     }
-    w.set_status(httpd::SERVER_READY);
+    w.set_status(SERVER_READY);
     r.set_mpm_state(mpmq::RUNNING);
 
-    let max_requests = httpd::max_requests_per_child();
+    let max_requests = core::max_requests_per_child();
     let mut served = 0;
-    let serialized = httpd::accept_serialized();
-    let stop = || httpd::die_now() || r.shutdown_pending() != 0 || r.restart_pending() != 0;
+    let serialized = listen::accept_serialized();
+    let stop = || child::die_now() || r.shutdown_pending() != 0 || r.restart_pending() != 0;
     while !stop() {
         w.clear_transaction();
         if max_requests > 0 && served >= max_requests {
             w.exit(0);
         }
         served += 1;
-        w.set_status(httpd::SERVER_READY);
+        w.set_status(SERVER_READY);
 
         if let Err(rv) = w.accept_mutex_if(serialized, true) {
-            if r.my_generation() != httpd::running_generation() {
+            if r.my_generation() != scoreboard::running_generation() {
                 ffi::log(
                     Level::Debug,
                     rv,
@@ -497,18 +632,18 @@ fn child_main(slot: usize, bucket: usize) -> ! {
                 Server::main(),
                 "couldn't grab the accept mutex",
             );
-            std::process::exit(httpd::APEXIT_CHILDFATAL);
+            std::process::exit(APEXIT_CHILDFATAL);
         }
         let outcome = w.accept(stop);
         if let Err(rv) = w.accept_mutex_if(serialized, false) {
-            if r.my_generation() == httpd::running_generation() {
+            if r.my_generation() == scoreboard::running_generation() {
                 ffi::log(
                     Level::Emerg,
                     rv,
                     Server::main(),
                     "couldn't release the accept mutex",
                 );
-                std::process::exit(httpd::APEXIT_CHILDFATAL);
+                std::process::exit(APEXIT_CHILDFATAL);
             }
         }
         match outcome {
@@ -517,7 +652,7 @@ fn child_main(slot: usize, bucket: usize) -> ! {
                 crate::itk::serve_connection(&w, sock)
             }
             AcceptOutcome::Retry => continue,
-            AcceptOutcome::Sick => w.exit(httpd::APEXIT_CHILDSICK),
+            AcceptOutcome::Sick => w.exit(APEXIT_CHILDSICK),
             AcceptOutcome::Stop => w.exit(0),
         }
         // Selected through the pipe of death: go away now. (A restart while
@@ -525,7 +660,7 @@ fn child_main(slot: usize, bucket: usize) -> ! {
         // scoreboard's generation, which vhost code can write, is not
         // trusted for it.)
         if w.pod_check() {
-            httpd::set_die_now();
+            child::set_die_now();
         }
     }
     w.clear_transaction();
@@ -543,9 +678,9 @@ fn signal_workers(sig: i32) {
     // they are still the workers' children.
     signal_connection_children(sig);
     for (_, c) in children().live() {
-        httpd::signal_child(c.pid, sig);
+        process::signal_child(c.pid, sig);
     }
-    httpd::killpg_own(sig);
+    process::killpg_own(sig);
 }
 
 /// Signals every current child of a worker (its connection child), one at
@@ -562,7 +697,7 @@ fn signal_connection_children(sig: i32) {
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| of_a_worker(*pid))
     {
-        if let Ok(fd) = httpd::PidFd::open(pid) {
+        if let Ok(fd) = process::PidFd::open(pid) {
             if of_a_worker(pid) {
                 fd.signal(sig);
             }
@@ -587,9 +722,9 @@ fn worker_ended(dead: &Reaped, s: Server) -> Option<usize> {
     let slot = children().slot_of(dead.pid)?;
     if let Some(code) = dead
         .exit_code
-        .filter(|c| ![0, httpd::APEXIT_CHILDSICK, httpd::APEXIT_CHILDFATAL].contains(c))
+        .filter(|c| ![0, APEXIT_CHILDSICK, APEXIT_CHILDFATAL].contains(c))
     {
-        // e.g. httpd::PANIC_EXIT: the worker logged why.
+        // e.g. process::PANIC_EXIT: the worker logged why.
         ffi::log(
             Level::Warn,
             0,
@@ -600,7 +735,7 @@ fn worker_ended(dead: &Reaped, s: Server) -> Option<usize> {
             ),
         );
     }
-    let expected = [libc::SIGTERM, libc::SIGHUP, httpd::AP_SIG_GRACEFUL];
+    let expected = [libc::SIGTERM, libc::SIGHUP, AP_SIG_GRACEFUL];
     if let Some(sig) = dead.signal.filter(|sg| !expected.contains(sg)) {
         // httpd's own report is silent for SIGKILL: say it.
         ffi::log(
@@ -623,7 +758,7 @@ fn relieve_children(s: Server) {
     let kids = children();
     let live: Vec<i32> = kids.live().map(|(_, c)| c.pid).collect();
     for pid in live {
-        if let Some(dead) = httpd::try_reap(pid) {
+        if let Some(dead) = process::try_reap(pid) {
             worker_ended(&dead, s);
         }
     }
@@ -642,7 +777,7 @@ fn reclaim_children(terminate: bool, s: Server) {
     let mut wait = Duration::from_millis(16);
     loop {
         relieve_children(s);
-        httpd::refresh_other_children();
+        process::refresh_other_children();
         if children().live().next().is_none() {
             return;
         }
@@ -674,7 +809,7 @@ fn reclaim_children(terminate: bool, s: Server) {
                                 c.pid
                             ),
                         );
-                        httpd::signal_child(c.pid, libc::SIGKILL);
+                        process::signal_child(c.pid, libc::SIGKILL);
                     }
                     _ => {
                         ffi::log(
@@ -686,7 +821,7 @@ fn reclaim_children(terminate: bool, s: Server) {
                                 c.pid
                             ),
                         );
-                        httpd::signal_child(c.pid, libc::SIGTERM);
+                        process::signal_child(c.pid, libc::SIGTERM);
                     }
                 }
             }
@@ -700,7 +835,7 @@ fn reclaim_children(terminate: bool, s: Server) {
 /// Signals every recorded worker, not the process group.
 fn signal_workers_only(sig: i32) {
     for (_, c) in children().live() {
-        httpd::signal_child(c.pid, sig);
+        process::signal_child(c.pid, sig);
     }
 }
 
@@ -710,16 +845,16 @@ const RUN_FAILED: i32 = 1;
 /// prefork_run: the parent's main loop. Returns OK to restart, DONE to stop.
 pub fn run(pconf: Pool, plog: Pool, s: Server) -> i32 {
     let r = retained();
-    httpd::log_pid(pconf);
+    core::log_pid(pconf);
     if r.was_graceful() == 0 {
-        if !httpd::run_pre_mpm() {
+        if !core::run_pre_mpm() {
             r.set_mpm_state(mpmq::STOPPING);
             return DONE;
         }
         // A new, cleared scoreboard: fix its generation.
-        httpd::set_running_generation(r.my_generation());
+        scoreboard::set_running_generation(r.my_generation());
     }
-    httpd::set_parent_signals(pconf, one_process());
+    core::set_parent_signals(pconf, one_process());
     if one_process() {
         let _ = make_child(0);
         return DONE;
@@ -744,15 +879,15 @@ pub fn run(pconf: Pool, plog: Pool, s: Server) -> i32 {
         // Give the system time to recover before exponential spawning.
         r.set_hold_off_on_exponential_spawning(10);
     }
-    httpd::log_startup_banner(plog, &httpd::accept_mutex_name());
+    core::log_startup_banner(plog, &listen::accept_mutex_name());
     r.set_mpm_state(mpmq::RUNNING);
 
     while r.restart_pending() == 0 && r.shutdown_pending() == 0 {
-        if let Some(dead) = httpd::wait_or_timeout(pconf) {
+        if let Some(dead) = process::wait_or_timeout(pconf) {
             let generation = children()
                 .slot_of(dead.pid)
                 .map(|sl| children().get(sl).generation);
-            if dead.processed_status == httpd::APEXIT_CHILDFATAL {
+            if dead.processed_status == APEXIT_CHILDFATAL {
                 // A fatal error in a worker of this generation stops the
                 // server (prefork's rule); one of an old generation is
                 // ignored, and so is a process that is no worker at all (an
@@ -776,14 +911,14 @@ pub fn run(pconf: Pool, plog: Pool, s: Server) -> i32 {
                 );
             }
             if let Some(slot) = worker_ended(&dead, s) {
-                if dead.processed_status == httpd::APEXIT_CHILDSICK {
+                if dead.processed_status == APEXIT_CHILDSICK {
                     r.set_idle_spawn_rate(1);
                 } else if remaining > 0 && (slot as i32) < t.daemons_limit {
                     // Still replacing dead workers 1 for 1.
                     let _ = make_child(slot);
                     remaining -= 1;
                 }
-            } else if httpd::other_child_died(&dead) {
+            } else if process::other_child_died(&dead) {
                 // a piped logger or mod_cgid's daemon: httpd restarts it
             } else if r.was_graceful() != 0 {
                 ffi::log(
@@ -813,7 +948,7 @@ pub fn run(pconf: Pool, plog: Pool, s: Server) -> i32 {
         // with them), then wait for them.
         signal_workers(libc::SIGTERM);
         reclaim_children(false, s);
-        httpd::remove_pid(pconf);
+        core::remove_pid(pconf);
         ffi::log(Level::Notice, 0, Some(s), "caught SIGTERM, shutting down");
         return DONE;
     }
@@ -821,23 +956,23 @@ pub fn run(pconf: Pool, plog: Pool, s: Server) -> i32 {
     if r.shutdown_pending() != 0 {
         // Graceful stop: stop listening, let idle workers go and the busy
         // ones finish their connection.
-        httpd::close_all_listeners();
-        httpd::pod_killpg_all(max_daemons);
-        signal_workers_only(httpd::AP_SIG_GRACEFUL);
+        core::close_all_listeners();
+        listen::pod_killpg_all(max_daemons);
+        signal_workers_only(AP_SIG_GRACEFUL);
         relieve_children(s);
-        httpd::remove_pid(pconf);
+        core::remove_pid(pconf);
         ffi::log(
             Level::Notice,
             0,
             Some(s),
             "caught SIGWINCH, shutting down gracefully",
         );
-        let timeout = httpd::graceful_shutdown_timeout();
+        let timeout = core::graceful_shutdown_timeout();
         let cutoff = (timeout > 0)
             .then(|| std::time::Instant::now() + std::time::Duration::from_secs(timeout as u64));
         r.set_shutdown_pending(0);
         loop {
-            httpd::sleep_secs(1);
+            process::sleep_secs(1);
             relieve_children(s);
             let active = children().live().next().is_some();
             let timed_out = cutoff.is_some_and(|c| std::time::Instant::now() >= c);
@@ -853,7 +988,7 @@ pub fn run(pconf: Pool, plog: Pool, s: Server) -> i32 {
 
     // Restart: advance to the next generation.
     r.set_my_generation(r.my_generation() + 1);
-    httpd::set_running_generation(r.my_generation());
+    scoreboard::set_running_generation(r.my_generation());
     if r.is_ungraceful() == 0 {
         ffi::log(
             Level::Notice,
@@ -861,12 +996,12 @@ pub fn run(pconf: Pool, plog: Pool, s: Server) -> i32 {
             Some(s),
             "Graceful restart requested, doing restart",
         );
-        httpd::pod_killpg_all(max_daemons);
+        listen::pod_killpg_all(max_daemons);
         for (slot, c) in children().live() {
-            httpd::set_slot_status_raw(slot, httpd::SERVER_GRACEFUL);
+            scoreboard::set_slot_status_raw(slot, SERVER_GRACEFUL);
             // Each worker the parent forked, not the process group: CGIs
             // and piped loggers must not get SIGUSR1.
-            httpd::signal_child(c.pid, httpd::AP_SIG_GRACEFUL);
+            process::signal_child(c.pid, AP_SIG_GRACEFUL);
         }
     } else {
         signal_workers(libc::SIGHUP);

@@ -1,32 +1,44 @@
-//! The only place that touches httpd's raw C API.
+//! Layer 1: safe wrappers over httpd and APR. They depend only on
+//! [`crate::sys`] (layer 0) and std/libc, and know nothing of the MPM or of
+//! ITK: handles with lifetimes ([`Pool`], [`Server`], [`Conn`], [`Request`],
+//! [`Expr`]), logging through `ap_log_error` under the module registered in
+//! [`module`], the panic guard every entry point runs in, and one submodule
+//! per part of httpd the MPM drives:
 //!
-//! Layering (after ngx-rust): `sys` holds what bindgen generated from the
-//! installed headers and is private; this module and its children expose thin
-//! `#[repr(transparent)]` wrappers over `NonNull` ([`Pool`], [`Server`],
-//! [`Conn`], [`Request`]) and small safe functions for every httpd call the
-//! MPM makes. [`module`] owns the module record, the command table and every
-//! `extern "C"` entry point; each one is a trampoline that runs the safe Rust
-//! function inside [`guard`], so no panic ever unwinds into httpd.
+//! * [`module`]: command tables, `cmd_parms`, per-module configuration,
+//!   hook registration;
+//! * [`core`]: core and mod_unixd configuration, startup calls;
+//! * [`retained`]: memory that survives the DSO reload on every restart;
+//! * [`scoreboard`]: the shared scoreboard;
+//! * [`listen`]: listener buckets, pipes of death, accept mutexes;
+//! * [`child`]: a prefork child's pools, accept loop and connection
+//!   processing;
+//! * [`process`]: fork, signals, waiting, pidfds.
+//!
+//! Raw C types appear above this layer only through [`c`], and only in the
+//! signatures of the `extern "C"` trampolines of `crate::module`.
 
-#[allow(
-    non_upper_case_globals,
-    non_camel_case_types,
-    non_snake_case,
-    dead_code,
-    unnecessary_transmutes,
-    improper_ctypes,
-    clippy::all,
-    clippy::undocumented_unsafe_blocks,
-    unsafe_op_in_unsafe_fn
-)]
-mod sys {
-    include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
+use crate::sys;
+
+pub mod child;
+pub mod core;
+pub mod listen;
+pub mod module;
+pub mod process;
+pub mod retained;
+pub mod scoreboard;
+
+/// The C types an `extern "C"` trampoline's signature must name (and
+/// nothing else: no functions, no constants).
+pub mod c {
+    pub use crate::sys::{
+        ap_configfile_t, apr_finfo_t, apr_pool_t, apr_status_t, cmd_parms, module, request_rec,
+        server_rec,
+    };
 }
 
-pub mod httpd;
-pub mod module;
-
 use std::ffi::{CStr, CString, c_char, c_int};
+use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::ptr::NonNull;
 
@@ -36,6 +48,30 @@ pub const DECLINED: i32 = sys::DECLINED;
 pub const DONE: i32 = sys::DONE;
 pub const HTTP_INTERNAL_SERVER_ERROR: i32 = sys::HTTP_INTERNAL_SERVER_ERROR;
 pub const HTTP_SERVICE_UNAVAILABLE: i32 = sys::HTTP_SERVICE_UNAVAILABLE;
+
+/// `AP_MPMQ_*` codes the MPM answers.
+pub mod mpmq {
+    use crate::sys;
+    pub const NOT_SUPPORTED: i32 = sys::AP_MPMQ_NOT_SUPPORTED;
+    pub const DYNAMIC: i32 = sys::AP_MPMQ_DYNAMIC;
+    pub const MAX_DAEMON_USED: i32 = sys::AP_MPMQ_MAX_DAEMON_USED;
+    pub const IS_THREADED: i32 = sys::AP_MPMQ_IS_THREADED;
+    pub const IS_FORKED: i32 = sys::AP_MPMQ_IS_FORKED;
+    pub const HARD_LIMIT_DAEMONS: i32 = sys::AP_MPMQ_HARD_LIMIT_DAEMONS;
+    pub const HARD_LIMIT_THREADS: i32 = sys::AP_MPMQ_HARD_LIMIT_THREADS;
+    pub const MAX_THREADS: i32 = sys::AP_MPMQ_MAX_THREADS;
+    pub const MIN_SPARE_DAEMONS: i32 = sys::AP_MPMQ_MIN_SPARE_DAEMONS;
+    pub const MIN_SPARE_THREADS: i32 = sys::AP_MPMQ_MIN_SPARE_THREADS;
+    pub const MAX_SPARE_DAEMONS: i32 = sys::AP_MPMQ_MAX_SPARE_DAEMONS;
+    pub const MAX_SPARE_THREADS: i32 = sys::AP_MPMQ_MAX_SPARE_THREADS;
+    pub const MAX_REQUESTS_DAEMON: i32 = sys::AP_MPMQ_MAX_REQUESTS_DAEMON;
+    pub const MAX_DAEMONS: i32 = sys::AP_MPMQ_MAX_DAEMONS;
+    pub const MPM_STATE: i32 = sys::AP_MPMQ_MPM_STATE;
+    pub const GENERATION: i32 = sys::AP_MPMQ_GENERATION;
+    pub const STARTING: i32 = sys::AP_MPMQ_STARTING;
+    pub const RUNNING: i32 = sys::AP_MPMQ_RUNNING;
+    pub const STOPPING: i32 = sys::AP_MPMQ_STOPPING;
+}
 
 /// Log levels, as `APLOG_*`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,7 +128,7 @@ fn log_flags(level: Level, flags: c_int, status: i32, server: Option<Server>, ms
         sys::ap_log_error_(
             c"mpm_itk".as_ptr(),
             0,
-            module::module_index(),
+            module::this_index(),
             level.raw() | flags,
             status,
             s,
@@ -110,7 +146,7 @@ pub fn log_request(level: Level, status: i32, r: Request, msg: &str) {
         sys::ap_log_rerror_(
             c"mpm_itk".as_ptr(),
             0,
-            module::module_index(),
+            module::this_index(),
             level.raw(),
             status,
             r.0.as_ptr(),
@@ -178,47 +214,56 @@ fn c_to_string(p: *const c_char) -> String {
     unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
 }
 
-/// An APR pool owned by httpd.
+/// An APR pool owned by httpd, live for `'p`.
 #[repr(transparent)]
 #[derive(Clone, Copy, Debug)]
-pub struct Pool(NonNull<sys::apr_pool_t>);
+pub struct Pool<'p>(NonNull<sys::apr_pool_t>, PhantomData<&'p sys::apr_pool_t>);
 
-impl Pool {
-    fn from_raw(p: *mut sys::apr_pool_t) -> Option<Pool> {
-        NonNull::new(p).map(Pool)
+impl<'p> Pool<'p> {
+    /// # Safety
+    /// `p` must be NULL or a pool that stays alive for `'p`.
+    pub unsafe fn from_raw(p: *mut sys::apr_pool_t) -> Option<Pool<'p>> {
+        NonNull::new(p).map(|p| Pool(p, PhantomData))
     }
     fn raw(self) -> *mut sys::apr_pool_t {
         self.0.as_ptr()
     }
-    /// Copies `s` into the pool (for strings httpd keeps, such as directive
-    /// error messages).
+    /// Copies `s` into the pool (NUL-terminated; a NUL inside is escaped).
     pub fn strdup(self, s: &str) -> *const c_char {
         let c = cstring_lossy(s);
-        // SAFETY: apr_pstrdup copies the NUL-terminated string into pool
-        // memory that lives as long as the pool.
+        // SAFETY: apr_pstrdup copies the NUL-terminated string into the
+        // pool, which outlives the returned pointer's users ('p).
         unsafe { sys::apr_pstrdup(self.raw(), c.as_ptr()) }
     }
 }
 
-/// A `server_rec` (the main server or a virtual host).
+/// A `server_rec` (the main server or a virtual host). server_recs live in
+/// pconf for a whole configuration generation.
 #[repr(transparent)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Server(NonNull<sys::server_rec>);
+pub struct Server<'s>(NonNull<sys::server_rec>, PhantomData<&'s sys::server_rec>);
 
-impl Server {
-    fn from_raw(p: *mut sys::server_rec) -> Option<Server> {
-        NonNull::new(p).map(Server)
+impl<'s> Server<'s> {
+    /// # Safety
+    /// `p` must be NULL or a server_rec that stays alive for `'s`.
+    pub unsafe fn from_raw(p: *mut sys::server_rec) -> Option<Server<'s>> {
+        NonNull::new(p).map(|p| Server(p, PhantomData))
     }
-    fn get(&self) -> &sys::server_rec {
-        // SAFETY: server_recs live in pconf for the whole generation, and we
-        // only read fields httpd set while parsing the configuration.
-        unsafe { self.0.as_ref() }
+    fn raw(self) -> *mut sys::server_rec {
+        self.0.as_ptr()
     }
-    /// The main server (`ap_server_conf`); None before httpd set it.
-    pub fn main() -> Option<Server> {
+    fn get(&self) -> &'s sys::server_rec {
+        // SAFETY: live for 's (from_raw's contract); we only read fields
+        // httpd set while parsing the configuration.
+        unsafe { &*self.0.as_ptr() }
+    }
+    /// The main server (`ap_server_conf`) of this generation; None before
+    /// httpd set it.
+    pub fn main() -> Option<Server<'static>> {
         // SAFETY: reading a pointer-sized global httpd sets once per
-        // configuration pass; the process is single-threaded.
-        Server::from_raw(unsafe { sys::ap_server_conf })
+        // configuration pass (in the single-threaded parent); the record
+        // lives until pconf is cleared, which no caller outlives.
+        unsafe { Server::from_raw(sys::ap_server_conf) }
     }
     /// `ServerName` of this (virtual) server.
     pub fn hostname(&self) -> String {
@@ -230,16 +275,15 @@ impl Server {
     }
 }
 
-/// A `conn_rec`.
+/// A `conn_rec`, live for `'c` (its connection pool).
 #[repr(transparent)]
 #[derive(Clone, Copy, Debug)]
-pub struct Conn(NonNull<sys::conn_rec>);
+pub struct Conn<'c>(NonNull<sys::conn_rec>, PhantomData<&'c sys::conn_rec>);
 
-impl Conn {
-    fn get(&self) -> &sys::conn_rec {
-        // SAFETY: the conn_rec lives in the connection pool for the whole
-        // connection, which outlives every hook call that hands it out.
-        unsafe { self.0.as_ref() }
+impl<'c> Conn<'c> {
+    fn get(&self) -> &'c sys::conn_rec {
+        // SAFETY: the conn_rec lives in the connection pool for 'c.
+        unsafe { &*self.0.as_ptr() }
     }
     /// The local port the connection came in on.
     pub fn local_port(&self) -> u16 {
@@ -253,55 +297,70 @@ impl Conn {
     }
     /// No keep-alive after the current response: the connection closes.
     pub fn set_close(self) {
-        // SAFETY: the conn_rec is live for the connection; httpd reads
-        // `keepalive` when it finishes the response.
+        // SAFETY: the conn_rec is live for 'c; httpd reads `keepalive` when
+        // it finishes the response, on this same thread.
         unsafe { (*self.0.as_ptr()).keepalive = sys::ap_conn_keepalive_e_AP_CONN_CLOSE };
     }
-    /// Does the lingering close now and ends this connection child: the
-    /// connection is closed without an answer (SPEC §3.3).
-    pub fn close_and_exit(self) -> ! {
-        // SAFETY: the conn_rec is live; ap_lingering_close flushes and shuts
-        // the socket down; nothing uses the connection afterwards because
-        // the process exits.
+    /// `ap_lingering_close`: flushes and shuts the connection down. The
+    /// caller must not use the connection afterwards: it ends the process.
+    pub fn lingering_close(self) {
+        // SAFETY: the conn_rec is live; see the caller contract above.
         unsafe { sys::ap_lingering_close(self.0.as_ptr()) };
-        httpd::connection_child_exit(0)
     }
 }
 
-/// A `request_rec`.
+/// A `request_rec`, live for `'r` (its request pool).
 #[repr(transparent)]
 #[derive(Clone, Copy, Debug)]
-pub struct Request(NonNull<sys::request_rec>);
+pub struct Request<'r>(NonNull<sys::request_rec>, PhantomData<&'r sys::request_rec>);
 
-impl Request {
-    fn from_raw(p: *mut sys::request_rec) -> Option<Request> {
-        NonNull::new(p).map(Request)
+impl<'r> Request<'r> {
+    /// # Safety
+    /// `p` must be NULL or a request_rec that stays alive for `'r`.
+    pub unsafe fn from_raw(p: *mut sys::request_rec) -> Option<Request<'r>> {
+        NonNull::new(p).map(|p| Request(p, PhantomData))
     }
-    fn get(&self) -> &sys::request_rec {
-        // SAFETY: the request_rec lives in the request pool, which outlives
-        // the hook call that handed it to us.
-        unsafe { self.0.as_ref() }
+    fn raw(self) -> *mut sys::request_rec {
+        self.0.as_ptr()
+    }
+    fn get(&self) -> &'r sys::request_rec {
+        // SAFETY: the request_rec lives in the request pool for 'r.
+        unsafe { &*self.0.as_ptr() }
     }
     /// Is this the main request (not a subrequest)?
     pub fn is_main(&self) -> bool {
         self.get().main.is_null()
     }
     /// The virtual host selected for this request.
-    pub fn server(&self) -> Server {
-        Server::from_raw(self.get().server).expect("request without server")
+    pub fn server(&self) -> Server<'r> {
+        // SAFETY: r->server outlives the request.
+        unsafe { Server::from_raw(self.get().server) }.expect("request without server")
     }
-    pub fn conn(&self) -> Conn {
-        Conn(NonNull::new(self.get().connection).expect("request without connection"))
+    pub fn conn(&self) -> Conn<'r> {
+        let c = NonNull::new(self.get().connection).expect("request without connection");
+        Conn(c, PhantomData)
     }
     pub fn uri(&self) -> String {
         c_to_string(self.get().uri)
     }
-    /// The request's pool (for cleanups of the layer below).
-    fn pool_raw(&self) -> *mut sys::apr_pool_t {
-        self.get().pool
-    }
     pub fn filename(&self) -> String {
         c_to_string(self.get().filename)
+    }
+    /// The request's pool.
+    pub fn pool(&self) -> Pool<'r> {
+        // SAFETY: r->pool lives exactly as long as the request.
+        unsafe { Pool::from_raw(self.get().pool) }.expect("request without pool")
+    }
+    /// Evaluates a string expression for this request.
+    pub fn eval(&self, e: Expr) -> Result<String, String> {
+        let mut err: *const c_char = std::ptr::null();
+        // SAFETY: the expression was parsed in pconf for this configuration;
+        // the result and the error live in the request pool.
+        let v = unsafe { sys::ap_expr_str_exec(self.raw(), e.0.as_ptr(), &mut err) };
+        if !err.is_null() {
+            return Err(c_to_string(err));
+        }
+        Ok(c_to_string(v))
     }
 }
 
@@ -311,21 +370,7 @@ pub fn status_is_eacces(status: i32) -> bool {
     unsafe { sys::itk_shim_status_is_eacces(status) != 0 }
 }
 
-/// A parsed `ap_expr` (AssignUserIDExpr / AssignGroupIDExpr), owned by pconf.
+/// A parsed string `ap_expr` (owned by pconf; a configuration generation).
 #[repr(transparent)]
 #[derive(Clone, Copy, Debug)]
 pub struct Expr(NonNull<sys::ap_expr_info_t>);
-
-impl Request {
-    /// Evaluates a string expression for this request.
-    pub fn eval(&self, e: Expr) -> Result<String, String> {
-        let mut err: *const c_char = std::ptr::null();
-        // SAFETY: the expression was parsed in pconf for this configuration;
-        // the result and the error live in the request pool.
-        let v = unsafe { sys::ap_expr_str_exec(self.0.as_ptr(), e.0.as_ptr(), &mut err) };
-        if !err.is_null() {
-            return Err(c_to_string(err));
-        }
-        Ok(c_to_string(v))
-    }
-}

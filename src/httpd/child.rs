@@ -1,0 +1,428 @@
+//! A prefork child's own side (prefork's child_main): its pools, its
+//! bucket's listeners and accept mutex, the accept loop, the connection
+//! run with httpd's own connection processing, its signal handlers and its
+//! end.
+
+use super::listen::{self, buckets};
+use super::process::{self, AP_SIG_GRACEFUL, AP_SIG_GRACEFUL_STOP, Handler, set_handler};
+use super::retained::Unixd;
+use super::{Level, Request, Server, c_to_string, log};
+use crate::sys;
+use std::ffi::{c_int, c_void};
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, Ordering};
+
+/// Set in a worker by SIGUSR1 (graceful): finish the current connection,
+/// then exit (prefork's `die_now`).
+static DIE_NOW: AtomicBool = AtomicBool::new(false);
+/// Pid of a child this child waits for (0 if none): it goes with us on an
+/// ungraceful stop.
+static HELPER: AtomicI32 = AtomicI32::new(0);
+/// Buckets index of this worker (for stop_listening from the handler).
+static MY_BUCKET: AtomicI32 = AtomicI32::new(0);
+
+pub fn die_now() -> bool {
+    DIE_NOW.load(Ordering::SeqCst)
+}
+pub fn set_die_now() {
+    DIE_NOW.store(true, Ordering::SeqCst)
+}
+
+extern "C" fn worker_just_die(_sig: c_int) {
+    // Ungraceful stop/restart: the child we wait for goes with us.
+    process::kill(HELPER.load(Ordering::SeqCst), libc::SIGTERM);
+    // _exit is async-signal-safe. The worker holds nothing that needs
+    // flushing: it never runs request code itself.
+    process::exit_now(0)
+}
+
+extern "C" fn worker_stop_listening(_sig: c_int) {
+    // prefork's stop_listening: close our listeners so the kernel stops
+    // queueing connections for us, and exit once the current one is done.
+    if let Some(u) = Unixd::cached() {
+        u.set_mpm_state(sys::AP_MPMQ_STOPPING);
+    }
+    listen::close_listeners_from_signal(MY_BUCKET.load(Ordering::SeqCst) as usize);
+    DIE_NOW.store(true, Ordering::SeqCst);
+}
+
+/// Waits for `pid`, a child of this child, which an ungraceful stop takes
+/// down with us meanwhile.
+pub fn wait_helper(pid: i32) -> std::io::Result<process::ChildEnd> {
+    HELPER.store(pid, Ordering::SeqCst);
+    let r = process::wait_child(pid);
+    HELPER.store(0, Ordering::SeqCst);
+    r
+}
+
+/// make_child's signal setup for a worker.
+pub fn set_worker_signals() {
+    set_handler(libc::SIGHUP, Handler::Run(worker_just_die));
+    set_handler(libc::SIGTERM, Handler::Run(worker_just_die));
+    set_handler(libc::SIGINT, Handler::Ignore);
+    set_handler(AP_SIG_GRACEFUL, Handler::Run(worker_stop_listening));
+}
+
+/// Signal setup for a process that serves one connection to its end:
+/// stop/restart kill it (default action); a graceful signal lets it finish.
+pub fn set_finish_connection_signals() {
+    set_handler(libc::SIGHUP, Handler::Default);
+    set_handler(libc::SIGTERM, Handler::Default);
+    set_handler(libc::SIGINT, Handler::Ignore);
+    set_handler(AP_SIG_GRACEFUL, Handler::Ignore);
+    set_handler(AP_SIG_GRACEFUL_STOP, Handler::Ignore);
+}
+
+/// Everything a worker process holds: prefork's child_main locals.
+pub struct Child {
+    slot: usize,
+    bucket: usize,
+    pchild: *mut sys::apr_pool_t,
+    ptrans: *mut sys::apr_pool_t,
+    pollset: *mut sys::apr_pollset_t,
+    sbh: *mut sys::ap_sb_handle_t,
+    bucket_alloc: *mut sys::apr_bucket_alloc_t,
+    num_listeners: usize,
+    last_poll_idx: usize,
+}
+
+/// An accepted connection socket (lives in the worker's ptrans).
+pub struct Accepted(*mut c_void);
+
+/// Outcome of waiting for and accepting a connection.
+pub enum AcceptOutcome {
+    Got(Accepted),
+    /// Transient failure or interrupted: try again.
+    Retry,
+    /// Resource shortage: exit as APEXIT_CHILDSICK.
+    Sick,
+    /// Graceful stop/restart arrived while waiting.
+    Stop,
+}
+
+impl Child {
+    /// child_main's setup: pchild with MaxMemFree, ptrans, closing the other
+    /// buckets, re-attaching the scoreboard and the accept mutex, the pollset
+    /// and the scoreboard handle.
+    pub fn init(slot: usize, bucket: usize, num_listeners: usize) -> Result<Child, String> {
+        MY_BUCKET.store(bucket as i32, Ordering::SeqCst);
+        Unixd::get(); // looked up now, for the signal handlers
+
+        // SAFETY: standard child setup, in the order prefork uses; every
+        // out-pointer is a valid local; pconf is the parent of pchild.
+        unsafe {
+            let s = sys::ap_server_conf;
+            sys::ap_fatal_signal_child_setup(s);
+            let mut allocator: *mut sys::apr_allocator_t = ptr::null_mut();
+            sys::apr_allocator_create(&mut allocator);
+            sys::apr_allocator_max_free_set(allocator, sys::ap_max_mem_free as usize);
+            let mut pchild: *mut sys::apr_pool_t = ptr::null_mut();
+            sys::apr_pool_create_ex(&mut pchild, (*(*s).process).pconf, None, allocator);
+            sys::apr_allocator_owner_set(allocator, pchild);
+            let mut ptrans: *mut sys::apr_pool_t = ptr::null_mut();
+            sys::apr_pool_create_ex(&mut ptrans, pchild, None, ptr::null_mut());
+            PCHILD.store(pchild, Ordering::Relaxed);
+
+            let mut b = buckets();
+            for (i, other) in b.0.iter().enumerate() {
+                if i != bucket {
+                    sys::ap_close_listeners_ex(other.listeners);
+                    sys::ap_mpm_pod_close(other.pod);
+                }
+            }
+            let mine = b.0.get_mut(bucket).ok_or("no such listener bucket")?;
+            sys::ap_reopen_scoreboard(pchild, ptr::null_mut(), 0);
+            let mut mutex = mine.mutex;
+            let rv = sys::apr_proc_mutex_child_init(
+                &mut mutex,
+                sys::apr_proc_mutex_lockfile(mine.mutex),
+                pchild,
+            );
+            if rv != 0 {
+                return Err(format!(
+                    "Couldn't initialize cross-process lock in child ({})",
+                    c_to_string(sys::apr_proc_mutex_name(mine.mutex))
+                ));
+            }
+            // Lock through the child's handle, as prefork does (with flock
+            // it is a descriptor of this worker's own).
+            mine.worker_mutex = mutex;
+            let listeners = mine.listeners;
+            drop(b);
+
+            let mut sbh: *mut sys::ap_sb_handle_t = ptr::null_mut();
+            sys::ap_create_sb_handle(&mut sbh, pchild, slot as c_int, 0);
+
+            let mut pollset: *mut sys::apr_pollset_t = ptr::null_mut();
+            if sys::apr_pollset_create(
+                &mut pollset,
+                num_listeners as u32,
+                pchild,
+                sys::APR_POLLSET_NOCOPY as u32,
+            ) != 0
+            {
+                return Err("Couldn't create pollset in child; check system or user limits".into());
+            }
+            let mut lr = listeners;
+            while !lr.is_null() {
+                let pfd = sys::apr_palloc(pchild, size_of::<sys::apr_pollfd_t>())
+                    as *mut sys::apr_pollfd_t;
+                ptr::write(pfd, sys::apr_pollfd_t::default());
+                (*pfd).desc_type = sys::apr_datatype_e_APR_POLL_SOCKET;
+                (*pfd).desc.s = (*lr).sd;
+                (*pfd).reqevents = sys::APR_POLLIN as i16;
+                (*pfd).client_data = lr as *mut c_void;
+                if sys::apr_pollset_add(pollset, pfd) != 0 {
+                    if die_now() {
+                        return Err(String::new());
+                    }
+                    return Err(
+                        "Couldn't add listener to pollset; check system or user limits".into(),
+                    );
+                }
+                (*lr).accept_func = Some(sys::ap_unixd_accept);
+                lr = (*lr).next;
+            }
+            let bucket_alloc = sys::apr_bucket_alloc_create(pchild);
+            Ok(Child {
+                slot,
+                bucket,
+                pchild,
+                ptrans,
+                pollset,
+                sbh,
+                bucket_alloc,
+                num_listeners,
+                last_poll_idx: 0,
+            })
+        }
+    }
+
+    pub fn slot(&self) -> usize {
+        self.slot
+    }
+
+    /// apr_pool_clear(ptrans): re-initialise to a pre-connection state.
+    pub fn clear_transaction(&mut self) {
+        // SAFETY: ptrans belongs to this worker; nothing from the previous
+        // connection is used after this point.
+        unsafe { sys::apr_pool_clear(self.ptrans) }
+    }
+
+    /// `ap_update_child_status(sbh, status, NULL)`.
+    pub fn set_status(&self, status: i32) {
+        // SAFETY: sbh was created for this worker's slot.
+        unsafe { sys::ap_update_child_status(self.sbh, status, ptr::null_mut()) };
+    }
+
+    fn mutex(&self) -> *mut sys::apr_proc_mutex_t {
+        buckets()
+            .0
+            .get(self.bucket)
+            .map_or(ptr::null_mut(), |b| b.worker_mutex)
+    }
+
+    /// prefork's `SAFE_ACCEPT(accept_mutex_on/off())`: nothing unless
+    /// `serialized` ([`accept_serialized`]); Err carries the status for
+    /// logging.
+    pub fn accept_mutex_if(&self, serialized: bool, on: bool) -> Result<(), i32> {
+        if !serialized {
+            return Ok(());
+        }
+        let m = self.mutex();
+        // SAFETY: the mutex was child-initialised in `init`.
+        let rv = unsafe {
+            if on {
+                sys::apr_proc_mutex_lock(m)
+            } else {
+                sys::apr_proc_mutex_unlock(m)
+            }
+        };
+        if rv == 0 { Ok(()) } else { Err(rv) }
+    }
+
+    /// Waits for a listener to become readable (several listeners) and
+    /// accepts on it.
+    pub fn accept(&mut self, should_stop: impl Fn() -> bool) -> AcceptOutcome {
+        // SAFETY: listener records and the pollset live in pconf/pchild;
+        // output pointers are valid locals; csd is allocated in ptrans.
+        unsafe {
+            let lr: *mut sys::ap_listen_rec = if self.num_listeners == 1 {
+                match buckets().0.get(self.bucket) {
+                    Some(b) => b.listeners,
+                    None => return AcceptOutcome::Sick,
+                }
+            } else {
+                loop {
+                    if should_stop() {
+                        return AcceptOutcome::Stop;
+                    }
+                    let mut num: i32 = 0;
+                    let mut pdesc: *const sys::apr_pollfd_t = ptr::null();
+                    // 10 s timeout, to notice a graceful stop whose signal
+                    // closed the sockets under us.
+                    let st = sys::apr_pollset_poll(self.pollset, 10_000_000, &mut num, &mut pdesc);
+                    if st != 0 {
+                        if sys::itk_shim_status_is_timeup(st) != 0
+                            || sys::itk_shim_status_is_eintr(st) != 0
+                        {
+                            continue;
+                        }
+                        log(Level::Err, st, Server::main(), "apr_pollset_poll: (listen)");
+                        return AcceptOutcome::Sick;
+                    }
+                    if self.last_poll_idx >= num as usize {
+                        self.last_poll_idx = 0;
+                    }
+                    let d = pdesc.add(self.last_poll_idx);
+                    self.last_poll_idx += 1;
+                    break (*d).client_data as *mut sys::ap_listen_rec;
+                }
+            };
+            let mut csd: *mut c_void = ptr::null_mut();
+            let accept = match (*lr).accept_func {
+                Some(f) => f,
+                None => return AcceptOutcome::Retry,
+            };
+            let st = accept(&mut csd, lr, self.ptrans);
+            if st == sys::APR_EGENERAL {
+                AcceptOutcome::Sick
+            } else if st != 0 {
+                AcceptOutcome::Retry
+            } else {
+                AcceptOutcome::Got(Accepted(csd))
+            }
+        }
+    }
+
+    /// After the connection child took over the socket, the worker drops its
+    /// own copy (no lingering close here: the child did it).
+    pub fn close_accepted(&self, a: Accepted) {
+        // SAFETY: csd is the apr_socket_t accepted into ptrans.
+        unsafe { sys::apr_socket_close(a.0 as *mut sys::apr_socket_t) };
+    }
+
+    /// Was this worker chosen through the pipe of death?
+    pub fn pod_check(&self) -> bool {
+        let b = buckets();
+        match b.0.get(self.bucket) {
+            // SAFETY: the pod lives in pconf.
+            Some(b) => unsafe { sys::ap_mpm_pod_check(b.pod) == 0 },
+            None => false,
+        }
+    }
+
+    /// clean_child_exit for a worker.
+    pub fn exit(&self, code: i32) -> ! {
+        Unixd::get().set_mpm_state(sys::AP_MPMQ_STOPPING);
+        set_handler(libc::SIGHUP, Handler::Ignore);
+        set_handler(libc::SIGTERM, Handler::Ignore);
+        // SAFETY: the worker's own pools; the pod is closed once.
+        unsafe {
+            sys::apr_pool_destroy(self.pchild);
+            if let Some(b) = buckets().0.get(self.bucket) {
+                sys::ap_mpm_pod_close(b.pod);
+            }
+        }
+        std::process::exit(code)
+    }
+
+    // ---- connection child side ----
+
+    /// In a child of this worker that will never accept: closes every
+    /// listening socket, pipe of death and the worker's epoll instance, and
+    /// takes the accept mutexes out of reach ([`listen::close_all_in_this_process`]).
+    pub fn close_listening_side(&self) -> Result<(), String> {
+        listen::close_all_in_this_process(self.bucket)?;
+        // The worker's epoll instance still watches the listeners.
+        // SAFETY: the pollset belongs to this process's copy of pchild and
+        // is never used again here.
+        unsafe { sys::apr_pollset_destroy(self.pollset) };
+        Ok(())
+    }
+
+    /// Runs the connection (create_connection, process_connection,
+    /// lingering close) in the connection child.
+    pub fn process_connection(&self, a: &Accepted) {
+        // SAFETY: the socket and pools are this process's copies; the
+        // scoreboard handle is the worker's slot, which the child updates
+        // while it serves (so mod_status shows the connection).
+        unsafe {
+            let c = sys::ap_run_create_connection(
+                self.ptrans,
+                sys::ap_server_conf,
+                a.0 as *mut sys::apr_socket_t,
+                self.slot as i64,
+                self.sbh as *mut c_void,
+                self.bucket_alloc,
+            );
+            if !c.is_null() {
+                sys::ap_process_connection(c, a.0);
+                sys::ap_lingering_close(c);
+            }
+        }
+    }
+
+    /// `ap_run_child_init` in the connection child: each connection child is
+    /// a fresh "prefork child" for other modules, so per-process state
+    /// (random seeds, counters, connections) is never shared between
+    /// connections.
+    pub fn run_child_init(&self) {
+        // SAFETY: pchild is this process's pool.
+        unsafe {
+            sys::ap_run_child_init(self.pchild, sys::ap_server_conf);
+        }
+    }
+}
+
+/// The worker's pchild (in a connection child: its copy).
+static PCHILD: AtomicPtr<sys::apr_pool_t> = AtomicPtr::new(ptr::null_mut());
+
+/// Ends this child: the child_stopping hooks run, then, if
+/// `run_cleanups`, pchild is destroyed (every cleanup modules registered in
+/// child_init runs, as in prefork's clean_child_exit), then `_exit(code)`.
+pub fn end(code: i32, run_cleanups: bool) -> ! {
+    let pchild = PCHILD.swap(ptr::null_mut(), Ordering::Relaxed);
+    if !pchild.is_null() {
+        // SAFETY: pchild is this process's copy of the worker pool; nothing
+        // runs after its destruction but _exit.
+        unsafe {
+            sys::ap_run_child_stopping(pchild, 0);
+            if run_cleanups {
+                sys::apr_pool_destroy(pchild);
+            }
+        }
+    }
+    process::exit_now(code)
+}
+
+/// Runs `f(data)` when `r`'s pool is cleared, after the cleanups registered
+/// before (such as the end-of-request bucket's, which calls
+/// `ap_increment_counts`). A panic in `f` is logged and ignored.
+pub fn on_request_end(r: Request, f: fn(usize), data: usize) {
+    /// The pair, in the request pool.
+    #[derive(Clone, Copy)]
+    struct Job(fn(usize), usize);
+    unsafe extern "C" fn run(p: *mut c_void) -> sys::apr_status_t {
+        // SAFETY: `p` is the Job allocated below, in the pool being cleared.
+        let job = unsafe { *(p as *const Job) };
+        super::guard("request cleanup", 0, || {
+            (job.0)(job.1);
+            0
+        })
+    }
+    // SAFETY: a Job (Copy, 8-byte aligned) in the request pool, fully
+    // written before the cleanup is registered; the DSO stays loaded while
+    // requests run.
+    unsafe {
+        let pool = r.pool().raw();
+        let job = sys::apr_palloc(pool, size_of::<Job>()) as *mut Job;
+        ptr::write(job, Job(f, data));
+        sys::apr_pool_cleanup_register(
+            pool,
+            job as *mut c_void,
+            Some(run),
+            Some(sys::apr_pool_cleanup_null),
+        );
+    }
+}
