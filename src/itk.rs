@@ -20,9 +20,10 @@ use crate::httpd::{
     self as ffi, Conn, HTTP_INTERNAL_SERVER_ERROR, HTTP_SERVICE_UNAVAILABLE, Level, OK, Pool,
     Request, Server, core, scoreboard, status_is_eacces,
 };
+use mpm_itk_core::connection::{CloseWhy, Decision, State as ConnState};
 use mpm_itk_core::directives;
 use mpm_itk_core::ids::{self, Identity};
-use mpm_itk_core::limits::{self, Admission, Later};
+use mpm_itk_core::limits::{self, Admission};
 use mpm_itk_core::privileges::{self, CapsHashSet, PrivError, RealSys, Sys, Target, WorkerPlan};
 use mpm_itk_core::ranges::{self, Allowed, ExprPolicy};
 use mpm_itk_core::seccomp;
@@ -53,25 +54,7 @@ fn prepared() -> MutexGuard<'static, Option<Prepared>> {
     PREPARED.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// What this connection child has done about identity so far.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ConnState {
-    Fresh,
-    Switched {
-        uid: u32,
-        gid: u32,
-        /// The nice value the process runs at now.
-        nice: i32,
-        /// The nice value before the first switch: what a request without
-        /// NiceValue runs at.
-        base_nice: i32,
-    },
-    /// A request could not get its identity (500), or the switch hook
-    /// failed half-way: later requests close the connection, and the switch
-    /// is never tried again in this process.
-    Failed,
-}
-
+/// The connection child's identity state ([`connection::State`]).
 static CONN: Mutex<ConnState> = Mutex::new(ConnState::Fresh);
 /// Scoreboard slot of this worker (and of its connection child).
 static MY_SLOT: AtomicUsize = AtomicUsize::new(usize::MAX);
@@ -696,18 +679,6 @@ pub fn post_perdir_config(r: Request) -> i32 {
     }
 
     let state = *conn_state();
-    if state == ConnState::Failed {
-        ffi::log_request(
-            Level::Warn,
-            0,
-            r,
-            &format!(
-                "vhost {vhost}: an earlier request on this connection could not get its identity; closing connection (pid {})",
-                pid()
-            ),
-        );
-        close_and_exit(r.conn());
-    }
     let Some(d) = config::request_dir_conf(r) else {
         return refuse(
             r,
@@ -727,138 +698,140 @@ pub fn post_perdir_config(r: Request) -> i32 {
             );
         }
     };
-    let target = resolve_target(r, &d, &server, &policy);
-
-    if let ConnState::Switched {
-        uid,
-        gid,
-        nice,
-        base_nice,
-    } = state
-    {
-        let decision = target.as_ref().map(|t| {
-            (
-                t,
-                limits::later_request((uid, gid, nice), base_nice, (t.uid, t.gid), d.nice),
-            )
-        });
-        match decision {
-            Ok((_, Later::Serve)) => return OK,
-            Ok((_, Later::Renice(want))) => match privileges::renice(&mut RealSys, want) {
-                Ok(()) => {
-                    *conn_state() = ConnState::Switched {
-                        uid,
-                        gid,
-                        nice: want,
-                        base_nice,
-                    };
-                    return OK;
-                }
-                Err(e) => ffi::log_request(
-                    Level::Warn,
-                    0,
-                    r,
-                    &format!(
-                        "vhost {vhost} wants nice value {want} but this connection runs at {nice} as uid {uid}, \
-                         and a switched process cannot lower it ({e}); closing connection so the client retries \
-                         on a new one (pid {})",
-                        pid()
-                    ),
-                ),
-            },
-            Ok((t, Later::OtherIdentity)) => ffi::log_request(
-                Level::Warn,
-                0,
-                r,
-                &format!(
-                    "vhost {vhost} runs as uid {} gid {} but this connection already runs as uid {uid} gid {gid}; \
-                     closing connection so the client retries on a new one (pid {})",
-                    t.uid,
-                    t.gid,
-                    pid()
-                ),
-            ),
-            Err(e) => ffi::log_request(
-                Level::Err,
-                0,
-                r,
-                &format!(
-                    "vhost {vhost}: {}; closing connection (uid {uid}, pid {})",
-                    e,
-                    pid()
-                ),
-            ),
-        }
-        close_and_exit(r.conn());
-    }
-
-    let base_nice = match privileges::current_nice() {
-        Ok(n) => n,
-        Err(e) => {
-            return refuse(
-                r,
-                &vhost,
-                &Refusal::Priv(PrivError::Call {
+    // Before the first switch, the process's nice value is the base.
+    let base_nice = match state {
+        ConnState::Switched { base_nice, .. } => base_nice,
+        _ => match privileges::current_nice() {
+            Ok(n) => n,
+            Err(e) => {
+                let e = PrivError::Call {
                     step: "getpriority",
                     err: e,
-                }),
-            );
-        }
-    };
-    let result = target.and_then(|t| {
-        let tgt = Target {
-            uid: t.uid,
-            gid: t.gid,
-            groups: t.groups.clone(),
-            nice: d.nice,
-        };
-        privileges::become_vhost_user(&mut RealSys, &tgt, &allowed)
-            .map(|sw| (t, sw))
-            .map_err(Refusal::Priv)
-    });
-    match result {
-        Ok((t, sw)) => {
-            // Vhost code runs from here on: it must not reach the other
-            // vhosts' MaxClientsVHost counts.
-            if let Some(t) = SharedTable::get(VHOST_TABLE) {
-                t.unmap();
+                };
+                return refuse(r, &vhost, &Refusal::Priv(e));
             }
-            *conn_state() = ConnState::Switched {
-                uid: t.uid,
-                gid: t.gid,
-                nice: d.nice.unwrap_or(base_nice),
-                base_nice,
-            };
-            if !sw.dropped_groups.is_empty() {
+        },
+    };
+    match state.decide(d.nice, || resolve_target(r, &d, &server, &policy)) {
+        Decision::Switch(t) => switch(r, &vhost, t, d.nice, base_nice, &allowed),
+        Decision::Serve => OK,
+        Decision::Renice(want) => match privileges::renice(&mut RealSys, want) {
+            Ok(()) => {
+                *conn_state() = state.reniced(want);
+                OK
+            }
+            Err(e) => {
                 ffi::log_request(
                     Level::Warn,
                     0,
                     r,
                     &format!(
-                        "vhost {vhost}: user {} (uid {}) keeps no supplementary groups {:?}: outside LimitGIDRange (pid {})",
-                        t.user,
-                        t.uid,
-                        sw.dropped_groups,
+                        "vhost {vhost} wants nice value {want} but this connection runs at {} as uid {}, \
+                         and a switched process cannot lower it ({e}); closing connection so the client retries \
+                         on a new one (pid {})",
+                        match state {
+                            ConnState::Switched { nice, .. } => nice,
+                            _ => base_nice,
+                        },
+                        privileges::current_uid(),
                         pid()
                     ),
                 );
+                close_and_exit(r.conn())
             }
-            ffi::log_request(
-                Level::Debug,
-                0,
-                r,
-                &format!(
-                    "vhost {vhost}: switched to user {} uid {} gid {} (pid {})",
-                    t.user,
-                    t.uid,
-                    t.gid,
-                    pid()
+        },
+        Decision::Refuse(e) => refuse(r, &vhost, &e),
+        Decision::Close(why) => {
+            let (level, msg) = match why {
+                CloseWhy::EarlierFailure => (
+                    Level::Warn,
+                    format!(
+                        "vhost {vhost}: an earlier request on this connection could not get its identity; \
+                         closing connection (pid {})",
+                        pid()
+                    ),
                 ),
-            );
-            OK
+                CloseWhy::OtherIdentity {
+                    running: (uid, gid),
+                    wanted: t,
+                } => (
+                    Level::Warn,
+                    format!(
+                        "vhost {vhost} runs as uid {} gid {} but this connection already runs as uid {uid} gid {gid}; \
+                         closing connection so the client retries on a new one (pid {})",
+                        t.uid,
+                        t.gid,
+                        pid()
+                    ),
+                ),
+                CloseWhy::TargetError(e) => (
+                    Level::Err,
+                    format!(
+                        "vhost {vhost}: {e}; closing connection (uid {}, pid {})",
+                        privileges::current_uid(),
+                        pid()
+                    ),
+                ),
+            };
+            ffi::log_request(level, 0, r, &msg);
+            close_and_exit(r.conn())
         }
-        Err(e) => refuse(r, &vhost, &e),
     }
+}
+
+/// The first switch of this connection child: recipe 2, then vhost code
+/// runs.
+fn switch(
+    r: Request,
+    vhost: &str,
+    t: Identity,
+    nice: Option<i32>,
+    base_nice: i32,
+    allowed: &Allowed,
+) -> i32 {
+    let tgt = Target {
+        uid: t.uid,
+        gid: t.gid,
+        groups: t.groups.clone(),
+        nice,
+    };
+    let sw = match privileges::become_vhost_user(&mut RealSys, &tgt, allowed) {
+        Ok(sw) => sw,
+        Err(e) => return refuse(r, vhost, &Refusal::Priv(e)),
+    };
+    // Vhost code runs from here on: it must not reach the other vhosts'
+    // MaxClientsVHost counts.
+    if let Some(table) = SharedTable::get(VHOST_TABLE) {
+        table.unmap();
+    }
+    *conn_state() = ConnState::switched(t.uid, t.gid, nice, base_nice);
+    if !sw.dropped_groups.is_empty() {
+        ffi::log_request(
+            Level::Warn,
+            0,
+            r,
+            &format!(
+                "vhost {vhost}: user {} (uid {}) keeps no supplementary groups {:?}: outside LimitGIDRange (pid {})",
+                t.user,
+                t.uid,
+                sw.dropped_groups,
+                pid()
+            ),
+        );
+    }
+    ffi::log_request(
+        Level::Debug,
+        0,
+        r,
+        &format!(
+            "vhost {vhost}: switched to user {} uid {} gid {} (pid {})",
+            t.user,
+            t.uid,
+            t.gid,
+            pid()
+        ),
+    );
+    OK
 }
 
 /// A request that cannot get its identity: 500, and the connection is
@@ -896,7 +869,7 @@ pub fn switch_panicked(r: Request) -> i32 {
 }
 
 fn switched() -> bool {
-    matches!(*conn_state(), ConnState::Switched { .. })
+    conn_state().is_switched()
 }
 
 /// core's dirwalk stat just ran: EACCES on a main request after the switch

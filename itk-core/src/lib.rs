@@ -3,6 +3,7 @@
 //! spare-worker arithmetic of prefork, the two privilege recipes, the
 //! seccomp filter, MaxClientsVHost admission and the keep-alive decisions.
 
+pub mod connection;
 pub mod directives;
 pub mod ids;
 pub mod limits;

@@ -41,6 +41,7 @@
 use crate::ranges::Allowed;
 use caps::CapSet;
 pub use caps::{Capability, CapsHashSet};
+use nix::unistd::{self, Gid, Uid};
 use seccompiler::BpfProgram;
 use std::fmt;
 use std::io;
@@ -519,18 +520,12 @@ fn task_ids() -> io::Result<Vec<i32>> {
     Ok(ids)
 }
 
-fn check(rc: libc::c_int) -> io::Result<()> {
-    if rc == -1 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
+/// `-1` for setresuid: leave that id as it is.
+const UNCHANGED_UID: Uid = Uid::from_raw(u32::MAX);
 
 impl Sys for RealSys {
     fn set_no_new_privs(&mut self) -> io::Result<()> {
-        // SAFETY: prctl with integer arguments only.
-        check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })
+        nix::sys::prctl::set_no_new_privs().map_err(io::Error::from)
     }
 
     fn install_filter(&mut self, prog: &BpfProgram) -> io::Result<()> {
@@ -551,8 +546,7 @@ impl Sys for RealSys {
     }
 
     fn set_keep_caps(&mut self, on: bool) -> io::Result<()> {
-        // SAFETY: prctl with integer arguments only.
-        check(unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, on as libc::c_ulong, 0, 0, 0) })
+        nix::sys::prctl::set_keepcaps(on).map_err(io::Error::from)
     }
 
     fn clear_inheritable(&mut self) -> io::Result<()> {
@@ -560,30 +554,32 @@ impl Sys for RealSys {
         caps::clear(None, CapSet::Ambient).map_err(caps_err)
     }
 
+    // glibc's wrappers of the set*id calls (which nix calls) apply them to
+    // every thread of the process, as POSIX requires.
+
     fn set_groups(&mut self, groups: &[u32]) -> io::Result<()> {
-        // SAFETY: the pointer and length describe a live slice of gid_t.
-        check(unsafe { libc::setgroups(groups.len(), groups.as_ptr()) })
+        let g: Vec<Gid> = groups.iter().map(|&g| Gid::from_raw(g)).collect();
+        unistd::setgroups(&g).map_err(io::Error::from)
     }
 
     fn set_gid(&mut self, gid: u32) -> io::Result<()> {
-        // SAFETY: integer arguments only.
-        check(unsafe { libc::setresgid(gid, gid, gid) })
+        let g = Gid::from_raw(gid);
+        unistd::setresgid(g, g, g).map_err(io::Error::from)
     }
 
     fn set_uid(&mut self, uid: u32) -> io::Result<()> {
-        // SAFETY: integer arguments only.
-        check(unsafe { libc::setresuid(uid, uid, uid) })
+        let u = Uid::from_raw(uid);
+        unistd::setresuid(u, u, u).map_err(io::Error::from)
     }
 
     fn set_euid(&mut self, uid: u32) -> io::Result<()> {
-        // SAFETY: integer arguments only (-1: leave the real and saved uid).
-        check(unsafe { libc::setresuid(u32::MAX, uid, u32::MAX) })
+        // -1: leave the real and saved uid.
+        unistd::setresuid(UNCHANGED_UID, Uid::from_raw(uid), UNCHANGED_UID).map_err(io::Error::from)
     }
 
     fn set_real_uid(&mut self, uid: u32) -> io::Result<()> {
-        // SAFETY: integer arguments only (-1: leave the effective and saved
-        // uid).
-        check(unsafe { libc::setresuid(uid, u32::MAX, u32::MAX) })
+        // -1: leave the effective and saved uid.
+        unistd::setresuid(Uid::from_raw(uid), UNCHANGED_UID, UNCHANGED_UID).map_err(io::Error::from)
     }
 
     fn set_caps(&mut self, keep: &CapsHashSet) -> io::Result<()> {
@@ -611,18 +607,16 @@ impl Sys for RealSys {
     }
 
     fn set_dumpable(&mut self) -> io::Result<()> {
-        // SAFETY: prctl with integer arguments only.
-        check(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) })
+        nix::sys::prctl::set_dumpable(true).map_err(io::Error::from)
     }
 
     fn ids(&self) -> io::Result<([u32; 3], [u32; 3])> {
-        let (mut r, mut e, mut s) = (0, 0, 0);
-        let (mut rg, mut eg, mut sg) = (0, 0, 0);
-        // SAFETY: out-pointers are valid locals.
-        check(unsafe { libc::getresuid(&mut r, &mut e, &mut s) })?;
-        // SAFETY: as above.
-        check(unsafe { libc::getresgid(&mut rg, &mut eg, &mut sg) })?;
-        Ok(([r, e, s], [rg, eg, sg]))
+        let u = unistd::getresuid().map_err(io::Error::from)?;
+        let g = unistd::getresgid().map_err(io::Error::from)?;
+        Ok((
+            [u.real.as_raw(), u.effective.as_raw(), u.saved.as_raw()],
+            [g.real.as_raw(), g.effective.as_raw(), g.saved.as_raw()],
+        ))
     }
 
     fn missing_caps(&self, need: &CapsHashSet) -> io::Result<CapsHashSet> {
