@@ -1,6 +1,7 @@
 # shellcheck shell=bash
-# Helpers shared by run-demo, run-tests and apxs-wrapper. This file is
-# sourced, not executed. The sourcing script sets ITK_ROOT (the checkout).
+# Helpers shared by the scripts of this checkout (run-tests, run-demo,
+# apxs-wrapper, packaging/*, bench/run, .ci/run). This file is sourced, not
+# executed. The sourcing script sets ITK_ROOT (the checkout).
 
 # Debian packages the build and the tests need. run-demo leaves
 # libapache2-mpm-itk out: it only matters to the tests, which compare
