@@ -100,6 +100,119 @@ pub enum AcceptOutcome {
     Stop,
 }
 
+/// pchild (with its own allocator, limited by MaxMemFree, as prefork
+/// makes it) under pconf, and ptrans, the per-connection pool, under it.
+fn child_pools() -> (*mut sys::apr_pool_t, *mut sys::apr_pool_t) {
+    let mut allocator: *mut sys::apr_allocator_t = ptr::null_mut();
+    let mut pchild: *mut sys::apr_pool_t = ptr::null_mut();
+    let mut ptrans: *mut sys::apr_pool_t = ptr::null_mut();
+    // SAFETY: out-pointers are valid locals; pconf (the process's
+    // configuration pool) outlives pchild; the allocator is owned by pchild
+    // from here on, and ptrans is a child of pchild.
+    unsafe {
+        sys::apr_allocator_create(&mut allocator);
+        sys::apr_allocator_max_free_set(allocator, sys::ap_max_mem_free as usize);
+        let pconf = (*(*sys::ap_server_conf).process).pconf;
+        sys::apr_pool_create_ex(&mut pchild, pconf, None, allocator);
+        sys::apr_allocator_owner_set(allocator, pchild);
+        sys::apr_pool_create_ex(&mut ptrans, pchild, None, ptr::null_mut());
+    }
+    (pchild, ptrans)
+}
+
+/// Keeps only bucket `bucket` (closes the others' listeners and pipes of
+/// death), reopens the scoreboard and initialises the accept mutex for this
+/// child, as prefork's child_main does before it drops privileges. Returns
+/// the bucket's listeners.
+fn attach_bucket(
+    bucket: usize,
+    pchild: *mut sys::apr_pool_t,
+) -> Result<*mut sys::ap_listen_rec, String> {
+    let mut b = buckets();
+    for (i, other) in b.0.iter().enumerate() {
+        if i != bucket {
+            // SAFETY: this process's copies of another bucket's records
+            // (in pconf); this child never uses them again.
+            unsafe {
+                sys::ap_close_listeners_ex(other.listeners);
+                sys::ap_mpm_pod_close(other.pod);
+            }
+        }
+    }
+    let mine = b.0.get_mut(bucket).ok_or("no such listener bucket")?;
+    // SAFETY: reattaches the shared scoreboard in this child (pchild lives
+    // as long as the child).
+    unsafe { sys::ap_reopen_scoreboard(pchild, ptr::null_mut(), 0) };
+    let mut mutex = mine.mutex;
+    // SAFETY: the parent's mutex (in pconf) and its lock file; the child's
+    // handle is allocated in pchild.
+    let rv = unsafe {
+        sys::apr_proc_mutex_child_init(&mut mutex, sys::apr_proc_mutex_lockfile(mine.mutex), pchild)
+    };
+    if rv != 0 {
+        // SAFETY: the mutex's name is a static string of APR.
+        let name = unsafe { c_to_string(sys::apr_proc_mutex_name(mine.mutex)) };
+        return Err(format!(
+            "Couldn't initialize cross-process lock in child ({name})"
+        ));
+    }
+    // Lock through the child's handle, as prefork does (with flock it is a
+    // descriptor of this worker's own).
+    mine.worker_mutex = mutex;
+    Ok(mine.listeners)
+}
+
+/// A pollset over the bucket's listeners (used with several), and each
+/// listener's accept function set to mod_unixd's.
+fn listeners_pollset(
+    listeners: *mut sys::ap_listen_rec,
+    num_listeners: usize,
+    pchild: *mut sys::apr_pool_t,
+) -> Result<*mut sys::apr_pollset_t, String> {
+    let mut pollset: *mut sys::apr_pollset_t = ptr::null_mut();
+    // SAFETY: out-pointer is a valid local; the pollset lives in pchild.
+    let rv = unsafe {
+        sys::apr_pollset_create(
+            &mut pollset,
+            num_listeners as u32,
+            pchild,
+            sys::APR_POLLSET_NOCOPY as u32,
+        )
+    };
+    if rv != 0 {
+        return Err("Couldn't create pollset in child; check system or user limits".into());
+    }
+    let mut lr = listeners;
+    while !lr.is_null() {
+        // SAFETY: `lr` walks the bucket's listener list (pconf); the pollfd
+        // is allocated in pchild and fully initialised before it is added
+        // (NOCOPY: the pollset keeps the pointer, pchild keeps the memory).
+        unsafe {
+            let pfd =
+                sys::apr_palloc(pchild, size_of::<sys::apr_pollfd_t>()) as *mut sys::apr_pollfd_t;
+            ptr::write(
+                pfd,
+                sys::apr_pollfd_t {
+                    desc_type: sys::apr_datatype_e_APR_POLL_SOCKET,
+                    desc: sys::apr_descriptor { s: (*lr).sd },
+                    reqevents: sys::APR_POLLIN as i16,
+                    client_data: lr as *mut c_void,
+                    ..Default::default()
+                },
+            );
+            if sys::apr_pollset_add(pollset, pfd) != 0 {
+                if die_now() {
+                    return Err(String::new());
+                }
+                return Err("Couldn't add listener to pollset; check system or user limits".into());
+            }
+            (*lr).accept_func = Some(sys::ap_unixd_accept);
+            lr = (*lr).next;
+        }
+    }
+    Ok(pollset)
+}
+
 impl Child {
     /// child_main's setup: pchild with MaxMemFree, ptrans, closing the other
     /// buckets, re-attaching the scoreboard and the accept mutex, the pollset
@@ -108,94 +221,30 @@ impl Child {
         MY_BUCKET.store(bucket as i32, Ordering::SeqCst);
         Unixd::get(); // looked up now, for the signal handlers
 
-        // SAFETY: standard child setup, in the order prefork uses; every
-        // out-pointer is a valid local; pconf is the parent of pchild.
-        unsafe {
-            let s = sys::ap_server_conf;
-            sys::ap_fatal_signal_child_setup(s);
-            let mut allocator: *mut sys::apr_allocator_t = ptr::null_mut();
-            sys::apr_allocator_create(&mut allocator);
-            sys::apr_allocator_max_free_set(allocator, sys::ap_max_mem_free as usize);
-            let mut pchild: *mut sys::apr_pool_t = ptr::null_mut();
-            sys::apr_pool_create_ex(&mut pchild, (*(*s).process).pconf, None, allocator);
-            sys::apr_allocator_owner_set(allocator, pchild);
-            let mut ptrans: *mut sys::apr_pool_t = ptr::null_mut();
-            sys::apr_pool_create_ex(&mut ptrans, pchild, None, ptr::null_mut());
-            PCHILD.store(pchild, Ordering::Relaxed);
-
-            let mut b = buckets();
-            for (i, other) in b.0.iter().enumerate() {
-                if i != bucket {
-                    sys::ap_close_listeners_ex(other.listeners);
-                    sys::ap_mpm_pod_close(other.pod);
-                }
-            }
-            let mine = b.0.get_mut(bucket).ok_or("no such listener bucket")?;
-            sys::ap_reopen_scoreboard(pchild, ptr::null_mut(), 0);
-            let mut mutex = mine.mutex;
-            let rv = sys::apr_proc_mutex_child_init(
-                &mut mutex,
-                sys::apr_proc_mutex_lockfile(mine.mutex),
-                pchild,
-            );
-            if rv != 0 {
-                return Err(format!(
-                    "Couldn't initialize cross-process lock in child ({})",
-                    c_to_string(sys::apr_proc_mutex_name(mine.mutex))
-                ));
-            }
-            // Lock through the child's handle, as prefork does (with flock
-            // it is a descriptor of this worker's own).
-            mine.worker_mutex = mutex;
-            let listeners = mine.listeners;
-            drop(b);
-
-            let mut sbh: *mut sys::ap_sb_handle_t = ptr::null_mut();
-            sys::ap_create_sb_handle(&mut sbh, pchild, slot as c_int, 0);
-
-            let mut pollset: *mut sys::apr_pollset_t = ptr::null_mut();
-            if sys::apr_pollset_create(
-                &mut pollset,
-                num_listeners as u32,
-                pchild,
-                sys::APR_POLLSET_NOCOPY as u32,
-            ) != 0
-            {
-                return Err("Couldn't create pollset in child; check system or user limits".into());
-            }
-            let mut lr = listeners;
-            while !lr.is_null() {
-                let pfd = sys::apr_palloc(pchild, size_of::<sys::apr_pollfd_t>())
-                    as *mut sys::apr_pollfd_t;
-                ptr::write(pfd, sys::apr_pollfd_t::default());
-                (*pfd).desc_type = sys::apr_datatype_e_APR_POLL_SOCKET;
-                (*pfd).desc.s = (*lr).sd;
-                (*pfd).reqevents = sys::APR_POLLIN as i16;
-                (*pfd).client_data = lr as *mut c_void;
-                if sys::apr_pollset_add(pollset, pfd) != 0 {
-                    if die_now() {
-                        return Err(String::new());
-                    }
-                    return Err(
-                        "Couldn't add listener to pollset; check system or user limits".into(),
-                    );
-                }
-                (*lr).accept_func = Some(sys::ap_unixd_accept);
-                lr = (*lr).next;
-            }
-            let bucket_alloc = sys::apr_bucket_alloc_create(pchild);
-            Ok(Child {
-                slot,
-                bucket,
-                pchild,
-                ptrans,
-                pollset,
-                sbh,
-                bucket_alloc,
-                num_listeners,
-                last_poll_idx: 0,
-            })
-        }
+        // SAFETY: installs httpd's crash handlers for a child, as prefork
+        // does first; ap_server_conf is this generation's main server.
+        unsafe { sys::ap_fatal_signal_child_setup(sys::ap_server_conf) };
+        let (pchild, ptrans) = child_pools();
+        PCHILD.store(pchild, Ordering::Relaxed);
+        let listeners = attach_bucket(bucket, pchild)?;
+        let mut sbh: *mut sys::ap_sb_handle_t = ptr::null_mut();
+        // SAFETY: the scoreboard was reopened in attach_bucket; the handle
+        // is allocated in pchild for this worker's slot (< ServerLimit).
+        unsafe { sys::ap_create_sb_handle(&mut sbh, pchild, slot as c_int, 0) };
+        let pollset = listeners_pollset(listeners, num_listeners, pchild)?;
+        // SAFETY: a bucket allocator in pchild, which outlives its users.
+        let bucket_alloc = unsafe { sys::apr_bucket_alloc_create(pchild) };
+        Ok(Child {
+            slot,
+            bucket,
+            pchild,
+            ptrans,
+            pollset,
+            sbh,
+            bucket_alloc,
+            num_listeners,
+            last_poll_idx: 0,
+        })
     }
 
     pub fn slot(&self) -> usize {
@@ -244,54 +293,73 @@ impl Child {
     /// Waits for a listener to become readable (several listeners) and
     /// accepts on it.
     pub fn accept(&mut self, should_stop: impl Fn() -> bool) -> AcceptOutcome {
-        // SAFETY: listener records and the pollset live in pconf/pchild;
-        // output pointers are valid locals; csd is allocated in ptrans.
-        unsafe {
-            let lr: *mut sys::ap_listen_rec = if self.num_listeners == 1 {
-                match buckets().0.get(self.bucket) {
-                    Some(b) => b.listeners,
-                    None => return AcceptOutcome::Sick,
-                }
-            } else {
-                loop {
-                    if should_stop() {
-                        return AcceptOutcome::Stop;
-                    }
-                    let mut num: i32 = 0;
-                    let mut pdesc: *const sys::apr_pollfd_t = ptr::null();
-                    // 10 s timeout, to notice a graceful stop whose signal
-                    // closed the sockets under us.
-                    let st = sys::apr_pollset_poll(self.pollset, 10_000_000, &mut num, &mut pdesc);
-                    if st != 0 {
-                        if sys::itk_shim_status_is_timeup(st) != 0
-                            || sys::itk_shim_status_is_eintr(st) != 0
-                        {
-                            continue;
-                        }
-                        log(Level::Err, st, Server::main(), "apr_pollset_poll: (listen)");
-                        return AcceptOutcome::Sick;
-                    }
-                    if self.last_poll_idx >= num as usize {
-                        self.last_poll_idx = 0;
-                    }
-                    let d = pdesc.add(self.last_poll_idx);
-                    self.last_poll_idx += 1;
-                    break (*d).client_data as *mut sys::ap_listen_rec;
-                }
-            };
-            let mut csd: *mut c_void = ptr::null_mut();
-            let accept = match (*lr).accept_func {
-                Some(f) => f,
-                None => return AcceptOutcome::Retry,
-            };
-            let st = accept(&mut csd, lr, self.ptrans);
-            if st == sys::APR_EGENERAL {
-                AcceptOutcome::Sick
-            } else if st != 0 {
-                AcceptOutcome::Retry
-            } else {
-                AcceptOutcome::Got(Accepted(csd))
+        let lr = if self.num_listeners == 1 {
+            match buckets().0.get(self.bucket) {
+                Some(b) => b.listeners,
+                None => return AcceptOutcome::Sick,
             }
+        } else {
+            match self.poll_listeners(should_stop) {
+                Ok(lr) => lr,
+                Err(outcome) => return outcome,
+            }
+        };
+        // SAFETY: `lr` is one of this bucket's listener records (pconf).
+        let Some(accept) = (unsafe { (*lr).accept_func }) else {
+            return AcceptOutcome::Retry;
+        };
+        let mut csd: *mut c_void = ptr::null_mut();
+        // SAFETY: mod_unixd's accept function on a live listener; the
+        // socket is allocated in ptrans, which lives until the next
+        // clear_transaction.
+        let st = unsafe { accept(&mut csd, lr, self.ptrans) };
+        if st == sys::APR_EGENERAL {
+            AcceptOutcome::Sick
+        } else if st != 0 {
+            AcceptOutcome::Retry
+        } else {
+            AcceptOutcome::Got(Accepted(csd))
+        }
+    }
+
+    /// Waits until one of several listeners is readable; Err: what
+    /// `accept` reports instead.
+    fn poll_listeners(
+        &mut self,
+        should_stop: impl Fn() -> bool,
+    ) -> Result<*mut sys::ap_listen_rec, AcceptOutcome> {
+        loop {
+            if should_stop() {
+                return Err(AcceptOutcome::Stop);
+            }
+            let mut num: i32 = 0;
+            let mut pdesc: *const sys::apr_pollfd_t = ptr::null();
+            // 10 s timeout, to notice a graceful stop whose signal closed
+            // the sockets under us.
+            // SAFETY: the pollset lives in pchild; out-pointers are locals.
+            let st =
+                unsafe { sys::apr_pollset_poll(self.pollset, 10_000_000, &mut num, &mut pdesc) };
+            if st != 0 {
+                // SAFETY: pure functions of an integer (the C shim).
+                let again = unsafe {
+                    sys::itk_shim_status_is_timeup(st) != 0
+                        || sys::itk_shim_status_is_eintr(st) != 0
+                };
+                if again {
+                    continue;
+                }
+                log(Level::Err, st, Server::main(), "apr_pollset_poll: (listen)");
+                return Err(AcceptOutcome::Sick);
+            }
+            if self.last_poll_idx >= num as usize {
+                self.last_poll_idx = 0;
+            }
+            // SAFETY: the pollset returned `num` > last_poll_idx descriptors,
+            // ours (client_data is the listener record, set in
+            // listeners_pollset).
+            let lr = unsafe { (*pdesc.add(self.last_poll_idx)).client_data };
+            self.last_poll_idx += 1;
+            return Ok(lr as *mut sys::ap_listen_rec);
         }
     }
 

@@ -44,28 +44,33 @@ pub(super) fn buckets() -> std::sync::MutexGuard<'static, Buckets> {
 /// opens one pipe of death and one accept mutex per bucket. Returns the
 /// number of listening sockets.
 pub fn open_buckets(pconf: Pool, s: Server, num_buckets: &mut i32) -> Result<usize, String> {
-    // SAFETY: standard listener setup calls with pconf-owned outputs.
-    unsafe {
-        let n = sys::ap_setup_listeners(s.raw());
-        if n < 1 {
-            return Err("no listening sockets available, shutting down".into());
-        }
-        let mut listen_buckets: *mut *mut sys::ap_listen_rec = ptr::null_mut();
-        let rv =
-            sys::ap_duplicate_listeners(pconf.raw(), s.raw(), &mut listen_buckets, num_buckets);
+    // SAFETY: opens core's configured listeners for the main server.
+    let n = unsafe { sys::ap_setup_listeners(s.raw()) };
+    if n < 1 {
+        return Err("no listening sockets available, shutting down".into());
+    }
+    let mut listen_buckets: *mut *mut sys::ap_listen_rec = ptr::null_mut();
+    // SAFETY: out-pointers are valid; the duplicates live in pconf.
+    let rv = unsafe {
+        sys::ap_duplicate_listeners(pconf.raw(), s.raw(), &mut listen_buckets, num_buckets)
+    };
+    if rv != 0 {
+        return Err(format!("could not duplicate listeners (status {rv})"));
+    }
+    let mut out = Vec::new();
+    for i in 0..(*num_buckets).max(0) as usize {
+        let mut pod: *mut sys::ap_pod_t = ptr::null_mut();
+        // SAFETY: a pipe of death in pconf; out-pointer is a local.
+        let rv = unsafe { sys::ap_mpm_pod_open(pconf.raw(), &mut pod) };
         if rv != 0 {
-            return Err(format!("could not duplicate listeners (status {rv})"));
+            return Err(format!("could not open pipe-of-death (status {rv})"));
         }
-        let mut out = Vec::new();
-        for i in 0..(*num_buckets).max(0) as usize {
-            let mut pod: *mut sys::ap_pod_t = ptr::null_mut();
-            let rv = sys::ap_mpm_pod_open(pconf.raw(), &mut pod);
-            if rv != 0 {
-                return Err(format!("could not open pipe-of-death (status {rv})"));
-            }
-            let mut mutex: *mut sys::apr_proc_mutex_t = ptr::null_mut();
-            let id = std::ffi::CString::new(i.to_string()).unwrap_or_default();
-            let rv = sys::ap_proc_mutex_create(
+        let mut mutex: *mut sys::apr_proc_mutex_t = ptr::null_mut();
+        let id = std::ffi::CString::new(i.to_string()).unwrap_or_default();
+        // SAFETY: the "mpm-accept" type was registered in pre_config; the
+        // mutex lives in pconf; the id is copied.
+        let rv = unsafe {
+            sys::ap_proc_mutex_create(
                 &mut mutex,
                 ptr::null_mut(),
                 sys::AP_ACCEPT_MUTEX_TYPE.as_ptr() as *const _,
@@ -73,20 +78,22 @@ pub fn open_buckets(pconf: Pool, s: Server, num_buckets: &mut i32) -> Result<usi
                 s.raw(),
                 pconf.raw(),
                 0,
-            );
-            if rv != 0 {
-                return Err(format!("could not create accept mutex (status {rv})"));
-            }
-            out.push(Bucket {
-                pod,
-                listeners: *listen_buckets.add(i),
-                mutex,
-                worker_mutex: ptr::null_mut(),
-            });
+            )
+        };
+        if rv != 0 {
+            return Err(format!("could not create accept mutex (status {rv})"));
         }
-        buckets().0 = out;
-        Ok(n as usize)
+        // SAFETY: ap_duplicate_listeners made `num_buckets` entries.
+        let listeners = unsafe { *listen_buckets.add(i) };
+        out.push(Bucket {
+            pod,
+            listeners,
+            mutex,
+            worker_mutex: ptr::null_mut(),
+        });
     }
+    buckets().0 = out;
+    Ok(n as usize)
 }
 
 /// Must workers take the accept mutex around accept? prefork's SAFE_ACCEPT
