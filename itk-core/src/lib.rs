@@ -7,9 +7,11 @@
 
 pub mod connection;
 pub mod directives;
+pub mod handoff;
 pub mod ids;
 pub mod limits;
 pub mod peek;
+pub mod pools;
 pub mod privileges;
 pub mod ranges;
 pub mod route;

@@ -1,0 +1,331 @@
+//! UserPools decisions, as pure functions: which vhosts may be served by a
+//! user's persistent processes, how a worker claims an idle process of a
+//! pool through its shared words, and how many processes the parent starts.
+//!
+//! A pool is identified by what a process of it has become for good:
+//! uid, gid and nice value ([`PoolKey`]). Each pool has a small table of
+//! shared words, mapped only in the parent, the workers and that pool's own
+//! processes (so tenant code can only ever write its own pool's words):
+//!
+//! * word 0: demand, how many connections took the classic path because
+//!   no process of the pool was idle (the parent reads and resets it);
+//! * word 1 + i: 1 while process `i` of the pool waits for a connection, 0
+//!   otherwise. A worker claims it (1 → 0) before it sends a connection, so
+//!   one idle process gets exactly one connection.
+#![forbid(unsafe_code)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// The most processes a pool can have (the shared table's size).
+pub const MAX_PROCESSES: usize = 64;
+/// Words in a pool's shared table.
+pub const WORDS: usize = 1 + MAX_PROCESSES;
+
+/// What a pool's processes run as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PoolKey {
+    pub uid: u32,
+    pub gid: u32,
+    /// NiceValue of the vhost (None: the server's own).
+    pub nice: Option<i32>,
+}
+
+/// What decides whether a vhost's requests can go to a pool.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct VhostFacts {
+    /// `UserPools` in effect for this vhost.
+    pub user_pools: bool,
+    /// The vhost-level identity (AssignUserID, or else `User`/`Group`).
+    pub uid: u32,
+    pub gid: u32,
+    /// The vhost-level NiceValue.
+    pub nice: Option<i32>,
+    /// AssignUserIDExpr or AssignGroupIDExpr applies at vhost level.
+    pub expression: bool,
+    /// An identity or NiceValue directive appears in a `<Directory>`,
+    /// `<Location>`, `<Files>`, `<If>` (or any other section) that can
+    /// apply to this vhost (its own, or the main server's).
+    pub in_section: bool,
+    /// MaxClientsVHost applies (counted only by processes that run no vhost
+    /// code).
+    pub max_clients: bool,
+}
+
+/// Why a vhost's connections always take the classic path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Classic {
+    Off,
+    Expression,
+    Section,
+    MaxClientsVHost,
+    Root,
+}
+
+impl std::fmt::Display for Classic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Classic::Off => "UserPools Off",
+            Classic::Expression => "AssignUserIDExpr/AssignGroupIDExpr",
+            Classic::Section => "an identity or NiceValue directive in a section",
+            Classic::MaxClientsVHost => "MaxClientsVHost",
+            Classic::Root => "uid or gid 0",
+        })
+    }
+}
+
+/// The pool of a vhost whose identity cannot vary by request, or why its
+/// connections take the classic path.
+pub fn eligibility(f: &VhostFacts) -> Result<PoolKey, Classic> {
+    if !f.user_pools {
+        return Err(Classic::Off);
+    }
+    if f.expression {
+        return Err(Classic::Expression);
+    }
+    if f.in_section {
+        return Err(Classic::Section);
+    }
+    if f.max_clients {
+        return Err(Classic::MaxClientsVHost);
+    }
+    if f.uid == 0 || f.gid == 0 {
+        return Err(Classic::Root);
+    }
+    Ok(PoolKey {
+        uid: f.uid,
+        gid: f.gid,
+        nice: f.nice,
+    })
+}
+
+/// A worker's claim on an idle process: Some(i) if process `i` was idle
+/// and is now the worker's to send one connection to.
+pub fn claim_idle(words: &[AtomicU32]) -> Option<usize> {
+    let flags = words.get(1..)?;
+    flags.iter().position(|w| {
+        w.compare_exchange(1, 0, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    })
+}
+
+/// Gives back a claim the worker could not use (the send failed).
+pub fn unclaim(words: &[AtomicU32], i: usize) {
+    if let Some(w) = words.get(1 + i) {
+        w.store(1, Ordering::Release);
+    }
+}
+
+/// Process `i` waits for a connection (or, with `false`, no longer: it
+/// ended or took one).
+pub fn set_idle(words: &[AtomicU32], i: usize, idle: bool) {
+    if let Some(w) = words.get(1 + i) {
+        w.store(idle as u32, Ordering::Release);
+    }
+}
+
+/// A connection took the classic path for want of an idle process.
+pub fn note_demand(words: &[AtomicU32]) {
+    if let Some(w) = words.first() {
+        // saturating: a tenant may have written anything here
+        let _ = w.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |v| {
+            Some(v.saturating_add(1))
+        });
+    }
+}
+
+/// The demand since the last call (the parent's read).
+pub fn take_demand(words: &[AtomicU32]) -> u32 {
+    words.first().map_or(0, |w| w.swap(0, Ordering::AcqRel))
+}
+
+/// How many processes the parent starts for a pool now: as many as the
+/// demand asks, within `max` processes and `per_round` at a time, and never
+/// more than `free_slots`.
+pub fn to_spawn(
+    alive: usize,
+    max: usize,
+    demand: u32,
+    per_round: usize,
+    free_slots: usize,
+) -> usize {
+    if demand == 0 {
+        return 0;
+    }
+    let room = max.min(MAX_PROCESSES).saturating_sub(alive);
+    (demand as usize).min(room).min(per_round).min(free_slots)
+}
+
+/// The first process index of a pool not in `used`.
+pub fn free_index(used: &[usize], max: usize) -> Option<usize> {
+    (0..max.min(MAX_PROCESSES)).find(|i| !used.contains(i))
+}
+
+/// What a scoreboard slot's process is, in the parent's records: a worker
+/// (0) or process `index` of pool `pool`.
+pub fn encode_kind(pool: usize, index: usize) -> i32 {
+    (((pool + 1) << 8) | (index & 0xff)) as i32
+}
+
+/// Inverse of [`encode_kind`]: None for a worker.
+pub fn decode_kind(k: i32) -> Option<(usize, usize)> {
+    let k = k as u32 as usize;
+    (k >> 8 > 0).then(|| ((k >> 8) - 1, k & 0xff))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts() -> VhostFacts {
+        VhostFacts {
+            user_pools: true,
+            uid: 1001,
+            gid: 1002,
+            nice: None,
+            ..Default::default()
+        }
+    }
+
+    fn table() -> Vec<AtomicU32> {
+        (0..WORDS).map(|_| AtomicU32::new(0)).collect()
+    }
+
+    #[test]
+    fn a_static_identity_gets_a_pool() {
+        assert_eq!(
+            eligibility(&facts()),
+            Ok(PoolKey {
+                uid: 1001,
+                gid: 1002,
+                nice: None
+            })
+        );
+        let f = VhostFacts {
+            nice: Some(5),
+            ..facts()
+        };
+        assert_eq!(eligibility(&f).unwrap().nice, Some(5));
+    }
+
+    #[test]
+    fn anything_that_can_vary_takes_the_classic_path() {
+        let cases = [
+            (
+                VhostFacts {
+                    user_pools: false,
+                    ..facts()
+                },
+                Classic::Off,
+            ),
+            (
+                VhostFacts {
+                    expression: true,
+                    ..facts()
+                },
+                Classic::Expression,
+            ),
+            (
+                VhostFacts {
+                    in_section: true,
+                    ..facts()
+                },
+                Classic::Section,
+            ),
+            (
+                VhostFacts {
+                    max_clients: true,
+                    ..facts()
+                },
+                Classic::MaxClientsVHost,
+            ),
+            (VhostFacts { uid: 0, ..facts() }, Classic::Root),
+            (VhostFacts { gid: 0, ..facts() }, Classic::Root),
+        ];
+        for (f, why) in cases {
+            assert_eq!(eligibility(&f), Err(why), "{f:?}");
+        }
+    }
+
+    #[test]
+    fn one_idle_process_gets_exactly_one_connection() {
+        let t = table();
+        assert_eq!(claim_idle(&t), None);
+        set_idle(&t, 3, true);
+        assert_eq!(claim_idle(&t), Some(3));
+        assert_eq!(claim_idle(&t), None, "claimed twice");
+        unclaim(&t, 3);
+        assert_eq!(claim_idle(&t), Some(3));
+        set_idle(&t, 0, true);
+        set_idle(&t, 5, true);
+        assert_eq!(claim_idle(&t), Some(0));
+        assert_eq!(claim_idle(&t), Some(5));
+        assert_eq!(claim_idle(&t), None);
+        // a flag a tenant wrote with another value is never claimed
+        t[2].store(7, Ordering::Relaxed);
+        assert_eq!(claim_idle(&t), None);
+    }
+
+    #[test]
+    fn concurrent_claims_never_share_a_process() {
+        let t = std::sync::Arc::new(table());
+        for i in 0..MAX_PROCESSES {
+            set_idle(&t, i, true);
+        }
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let t = t.clone();
+                std::thread::spawn(move || {
+                    let mut got = Vec::new();
+                    while let Some(i) = claim_idle(&t) {
+                        got.push(i);
+                    }
+                    got
+                })
+            })
+            .collect();
+        let mut all: Vec<usize> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        all.sort();
+        assert_eq!(all, (0..MAX_PROCESSES).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn demand_is_counted_and_reset() {
+        let t = table();
+        assert_eq!(take_demand(&t), 0);
+        note_demand(&t);
+        note_demand(&t);
+        assert_eq!(take_demand(&t), 2);
+        assert_eq!(take_demand(&t), 0);
+        t[0].store(u32::MAX, Ordering::Relaxed);
+        note_demand(&t);
+        assert_eq!(take_demand(&t), u32::MAX);
+        assert_eq!(take_demand(&[]), 0);
+    }
+
+    #[test]
+    fn spawning_stays_within_every_limit() {
+        assert_eq!(to_spawn(0, 4, 0, 8, 10), 0);
+        assert_eq!(to_spawn(0, 4, 1, 8, 10), 1);
+        assert_eq!(to_spawn(0, 4, 100, 8, 10), 4);
+        assert_eq!(to_spawn(3, 4, 100, 8, 10), 1);
+        assert_eq!(to_spawn(4, 4, 100, 8, 10), 0);
+        assert_eq!(to_spawn(5, 4, 100, 8, 10), 0);
+        assert_eq!(to_spawn(0, 100, 100, 8, 10), 8);
+        assert_eq!(to_spawn(0, 100, 100, 8, 2), 2);
+        assert_eq!(to_spawn(0, 1000, 1000, 1000, 1000), MAX_PROCESSES);
+    }
+
+    #[test]
+    fn indices_and_kinds() {
+        assert_eq!(free_index(&[], 4), Some(0));
+        assert_eq!(free_index(&[0, 1, 3], 4), Some(2));
+        assert_eq!(free_index(&[0, 1, 2, 3], 4), None);
+        assert_eq!(decode_kind(0), None);
+        for (p, i) in [(0, 0), (0, 63), (7, 5), (300, 1)] {
+            assert_eq!(decode_kind(encode_kind(p, i)), Some((p, i)));
+        }
+    }
+}
