@@ -51,6 +51,14 @@ pub struct Globals {
     pub gid_range_explicit: bool,
     pub enable_caps: bool,
     pub no_new_privs: bool,
+    /// `UserPoolMaxProcesses`: processes per user pool.
+    pub pool_max_processes: i32,
+    /// `UserPoolIdleTimeout`: seconds an idle pool process waits before it
+    /// exits.
+    pub pool_idle_timeout: i32,
+    /// An identity or NiceValue directive in a section of the main server
+    /// (which every vhost inherits).
+    pub identity_in_main_section: bool,
 }
 
 impl Globals {
@@ -62,6 +70,9 @@ impl Globals {
             gid_range_explicit: false,
             enable_caps: true,
             no_new_privs: false,
+            pool_max_processes: 8,
+            pool_idle_timeout: 60,
+            identity_in_main_section: false,
         }
     }
 }
@@ -124,6 +135,10 @@ impl MergeDir for DirConf {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ServerConf {
     pub max_clients_vhost: Option<u32>,
+    /// `UserPools` as written in this server (None: the main server's).
+    pub user_pools: Option<bool>,
+    /// An identity or NiceValue directive in a section of this vhost.
+    pub identity_in_section: bool,
 }
 
 /// This module's configuration records in httpd's pools.
@@ -172,10 +187,26 @@ pub fn set_tuning(c: &mut Cmd, arg: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Notes an identity or NiceValue directive written inside a section: the
+/// vhosts it can apply to may change identity by request (UserPools leaves
+/// them to the classic path).
+fn note_section(c: &Cmd) {
+    if !c.in_section() {
+        return;
+    }
+    let s = c.server();
+    if s.is_virtual() {
+        CONFIG.update_server(s, |conf| conf.identity_in_section = true);
+    } else {
+        state().globals.identity_in_main_section = true;
+    }
+}
+
 /// `AssignUserID user group`: resolved now, once; unknown names and root are
 /// configuration errors.
 pub fn assign_user_id(c: &mut Cmd, user: &str, group: &str) -> Result<(), String> {
     c.check(Forbid::Htaccess)?;
+    note_section(c);
     let id = ids::resolve_identity(user, group).map_err(|e| format!("AssignUserID: {e}"))?;
     directives::check_assigned(&id, user, group)?;
     let location = c.location();
@@ -190,6 +221,7 @@ pub fn assign_user_id(c: &mut Cmd, user: &str, group: &str) -> Result<(), String
 
 fn parse_expr(c: &Cmd, text: &str) -> Result<Expr, String> {
     c.check(Forbid::Htaccess)?;
+    note_section(c);
     c.parse_string_expr(text)
         .map_err(|e| format!("{}: cannot parse expression: {e}", c.name()))
 }
@@ -249,11 +281,36 @@ pub fn set_max_clients_vhost(c: &mut Cmd, arg: &str) -> Result<(), String> {
 /// `NiceValue n`.
 pub fn set_nice(c: &mut Cmd, arg: &str) -> Result<(), String> {
     let (n, warning) = directives::nice_value(arg)?;
+    note_section(c);
     let location = c.location();
     if let Some(w) = warning {
         config_warning(&format!("{w} ({location})"));
     }
     c.dir_config(&CONFIG).nice = Some(n);
     state().nice_values.push((n, location));
+    Ok(())
+}
+
+/// `UserPools On|Off` (server config or `<VirtualHost>`).
+pub fn set_user_pools(c: &mut Cmd, arg: &str) -> Result<(), String> {
+    if c.in_section() {
+        return Err("UserPools is only allowed at server level or in <VirtualHost>".into());
+    }
+    let v = directives::flag("UserPools", arg)?;
+    CONFIG.update_server(c.server(), |conf| conf.user_pools = Some(v));
+    Ok(())
+}
+
+/// `UserPoolMaxProcesses n` / `UserPoolIdleTimeout seconds`.
+pub fn set_pool_tuning(c: &mut Cmd, arg: &str) -> Result<(), String> {
+    c.check(Forbid::NotGlobal)?;
+    let name = c.name();
+    let v = directives::parse_int(&name, arg)?;
+    let mut st = state();
+    if name == "UserPoolMaxProcesses" {
+        st.globals.pool_max_processes = directives::pool_max_processes(v)?;
+    } else {
+        st.globals.pool_idle_timeout = directives::pool_idle_timeout(v)?;
+    }
     Ok(())
 }

@@ -507,7 +507,61 @@ static FULL_CHILD_EXIT: AtomicBool = AtomicBool::new(false);
 /// flush of `BufferedLogs On`: with it configured, pchild is destroyed as
 /// prefork's clean_child_exit does.
 fn connection_child_exit(code: i32) -> ! {
-    child::end(code, FULL_CHILD_EXIT.load(Ordering::Relaxed))
+    // A user process (UserPools) served many connections and ran
+    // child_init once: it ends as a prefork child does.
+    let full = FULL_CHILD_EXIT.load(Ordering::Relaxed) || IN_POOL.load(Ordering::Relaxed);
+    child::end(code, full)
+}
+
+/// Set in a user process of a pool (UserPools).
+static IN_POOL: AtomicBool = AtomicBool::new(false);
+
+/// Closes the request's connection without an answer and ends the process
+/// (a connection child, or a user process, which the parent replaces).
+pub fn close_connection(r: Request) -> ! {
+    close_and_exit(r.conn())
+}
+
+/// The identity of a vhost's top-level configuration: its AssignUserID
+/// (an index into the configuration's identities), or else User/Group.
+pub fn vhost_identity(assigned: Option<usize>) -> Option<Identity> {
+    match assigned {
+        Some(i) => config::state().identities.get(i).map(|(id, _)| id.clone()),
+        None => prepared().as_ref().map(|p| p.server.clone()),
+    }
+}
+
+/// A user process of a pool becomes `id` for good, at `nice`: the worker
+/// sandbox recipe, then the switch (recipe 2) with the same checks as a
+/// connection child's, before it runs child_init or reads a byte. From
+/// then on every request must be for this identity (the state machine
+/// closes the connection otherwise).
+pub fn become_pool_user(slot: usize, id: &Identity, nice: Option<i32>) -> Result<(), String> {
+    MY_SLOT.store(slot, Ordering::Relaxed);
+    IN_POOL.store(true, Ordering::Relaxed);
+    if let Some(t) = SharedTable::get(VHOST_TABLE) {
+        t.unmap();
+    }
+    let base_nice = privileges::current_nice().map_err(|e| format!("getpriority: {e}"))?;
+    enter_worker_sandbox()?;
+    let allowed = prepared()
+        .as_ref()
+        .map(|p| p.allowed.clone())
+        .ok_or("configuration was not prepared")?;
+    let tgt = Target {
+        uid: id.uid,
+        gid: id.gid,
+        groups: id.groups.clone(),
+        nice,
+    };
+    privileges::become_vhost_user(&mut RealSys, &tgt, &allowed).map_err(|e| {
+        format!(
+            "cannot become user {} (uid {} gid {}): {e}",
+            id.user, id.uid, id.gid
+        )
+    })?;
+    *conn_state() = ConnState::switched(id.uid, id.gid, nice, base_nice);
+    Ok(())
 }
 
 /// Closes the connection without an answer and ends the connection child
@@ -644,8 +698,9 @@ pub fn post_perdir_config(r: Request) -> i32 {
     let s = r.server();
     let vhost = format!("{}:{}", s.hostname(), r.conn().local_port());
 
-    if r.is_main() {
+    if r.is_main() && !IN_POOL.load(Ordering::Relaxed) {
         // mod_status: this request's CPU time on top of the worker's total
+        // (a user process's own times are its slot's, as in prefork)
         account_request_cpu(r, MY_SLOT.load(Ordering::Relaxed));
         let key = limits::vhost_key(&s.hostname(), r.conn().local_port());
         match admit(key, config::server_conf(s).max_clients_vhost) {

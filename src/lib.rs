@@ -6,7 +6,8 @@
 //! 3. [`module`]: the module record, the command table and every
 //!    `extern "C"` trampoline: the only place that names our functions in a
 //!    C table.
-//! 2. [`mpm`] (prefork's process model), which calls into [`itk`] (the
+//! 2. [`mpm`] (prefork's process model), which calls into [`pools`]
+//!    (UserPools: routing, user processes), which calls into [`itk`] (the
 //!    connection child, the switch, vhost limits), and [`config`] (the
 //!    directives' handlers and this module's configuration records).
 //!    Safe code (`forbid(unsafe_code)`, but for `config`'s one promise).
@@ -24,4 +25,5 @@ mod httpd;
 mod itk;
 mod module;
 mod mpm;
+mod pools;
 mod sys;

@@ -15,7 +15,7 @@ use crate::httpd::module::{
 use crate::httpd::{
     self, DECLINED, HTTP_INTERNAL_SERVER_ERROR, OK, Pool, Request, Server, c, guard,
 };
-use crate::{itk, mpm};
+use crate::{itk, mpm, pools};
 use std::ffi::{c_char, c_int, c_void};
 use std::ptr;
 
@@ -35,7 +35,7 @@ pub static mut mpm_itk_module: c::module = m::module_record(
     register_hooks,
 );
 
-static COMMANDS: CommandTable<23> = CommandTable::new([
+static COMMANDS: CommandTable<26> = CommandTable::new([
     // httpd's LISTEN_COMMANDS: every MPM must carry them.
     Command::take1(c"ListenBacklog", Command::LISTEN_BACKLOG, RSRC_CONF,
         c"Maximum length of the queue of pending connections, as used by listen(2)"),
@@ -81,6 +81,12 @@ static COMMANDS: CommandTable<23> = CommandTable::new([
         c"Maximum number of connections of this virtual host served at the same time"),
     Command::take1(c"NiceValue", cmd_nice, RSRC_ACCESS_CONF,
         c"Nice value for the vhost or directory, from -20 (highest priority) to 19"),
+    Command::take1(c"UserPools", cmd_user_pools, RSRC_CONF,
+        c"On: each user's requests are served by persistent processes of that user (no fork per connection)"),
+    Command::take1(c"UserPoolMaxProcesses", cmd_pool_tuning, RSRC_CONF,
+        c"Most processes per user pool (1-64)"),
+    Command::take1(c"UserPoolIdleTimeout", cmd_pool_tuning, RSRC_CONF,
+        c"Seconds an idle user pool process waits for a connection before it exits"),
     Command::end(),
 ]);
 
@@ -124,6 +130,8 @@ take2!(cmd_id_range, config::set_id_range);
 take1!(cmd_flag, config::set_flag);
 take1!(cmd_max_clients_vhost, config::set_max_clients_vhost);
 take1!(cmd_nice, config::set_nice);
+take1!(cmd_user_pools, config::set_user_pools);
+take1!(cmd_pool_tuning, config::set_pool_tuning);
 
 // ---------------------------------------------------------------------------
 // Hooks
@@ -207,7 +215,17 @@ unsafe extern "C" fn hook_post_config(
     s: *mut c::server_rec,
 ) -> c_int {
     guard("post_config", HTTP_INTERNAL_SERVER_ERROR, || {
-        itk::post_config(pool(pconf), server(s))
+        let rc = itk::post_config(pool(pconf), server(s));
+        if rc != OK {
+            return rc;
+        }
+        match pools::post_config(pool(pconf), server(s)) {
+            Ok(()) => OK,
+            Err(e) => {
+                httpd::log(httpd::Level::Emerg, 0, Some(server(s)), &e);
+                HTTP_INTERNAL_SERVER_ERROR
+            }
+        }
     })
 }
 
@@ -247,7 +265,7 @@ unsafe extern "C" fn hook_post_perdir_config(r: *mut c::request_rec) -> c_int {
     httpd::guard_with(
         "post_perdir_config",
         HTTP_INTERNAL_SERVER_ERROR,
-        || itk::post_perdir_config(req),
+        || pools::refuse_foreign(req).unwrap_or_else(|| itk::post_perdir_config(req)),
         || itk::switch_panicked(req),
     )
 }

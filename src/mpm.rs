@@ -339,7 +339,10 @@ pub fn query(code: i32) -> Option<i32> {
 /// never uses), so vhost code cannot write them. One word per scoreboard
 /// slot (`ServerLimit`, which cannot change across restarts): the pid in
 /// the low half, the generation in the high half.
-struct Children(&'static [AtomicU64]);
+///
+/// Beside each record, what the process is: a worker (0) or a user process
+/// of a pool (`pools::encode_kind`, UserPools).
+struct Children(&'static [AtomicU64], &'static [AtomicI32]);
 
 /// One worker as the parent recorded it when it forked it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -351,7 +354,10 @@ struct ChildRecord {
 
 fn children() -> Children {
     let n = retained().first_server_limit().max(1) as usize;
-    Children(retained::array::<AtomicU64>(c"mpm_itk_children", n).0)
+    Children(
+        retained::array::<AtomicU64>(c"mpm_itk_children", n).0,
+        retained::array::<AtomicI32>(c"mpm_itk_child_kinds", n).0,
+    )
 }
 
 impl Children {
@@ -380,6 +386,17 @@ impl Children {
         (0..self.0.len())
             .map(|i| (i, self.get(i)))
             .filter(|(_, c)| c.pid > 0)
+    }
+    /// The pool and index of the user process in `slot`; None: a worker.
+    fn pool_of(&self, slot: usize) -> Option<(usize, usize)> {
+        self.1
+            .get(slot)
+            .and_then(|k| mpm_itk_core::pools::decode_kind(k.load(Ordering::Relaxed)))
+    }
+    fn set_kind(&self, slot: usize, kind: i32) {
+        if let Some(k) = self.1.get(slot) {
+            k.store(kind, Ordering::Relaxed);
+        }
     }
     fn slot_of(&self, pid: i32) -> Option<usize> {
         self.live().find(|(_, c)| c.pid == pid).map(|(i, _)| i)
@@ -429,10 +446,61 @@ fn make_child(slot: usize) -> Result<(), ()> {
             Err(())
         }
         Ok(pid) => {
+            children().set_kind(slot, 0);
             children().started(slot, pid, r.my_generation());
             scoreboard::note_child_started(slot, pid, r.my_generation());
             Ok(())
         }
+    }
+}
+
+/// Forks process `index` of user pool `pool` (UserPools) into scoreboard
+/// slot `slot`, above MaxRequestWorkers: the root parent starts it, and it
+/// becomes the pool's user once.
+fn make_pool_child(slot: usize, pool: usize, index: usize) {
+    let r = retained();
+    if slot as i32 + 1 > r.max_daemons_limit() {
+        r.set_max_daemons_limit(slot as i32 + 1);
+    }
+    scoreboard::update_slot_status(slot, SERVER_STARTING);
+    let listeners = NUM_LISTENERS.load(Ordering::Relaxed);
+    match process::fork_process("user process", || {
+        crate::pools::process_main(slot, pool, index, listeners)
+    }) {
+        Err(e) => {
+            ffi::log(
+                Level::Err,
+                e.raw_os_error().unwrap_or(0),
+                Server::main(),
+                "fork: Unable to fork a user process",
+            );
+            scoreboard::update_slot_status(slot, SERVER_DEAD);
+        }
+        Ok(pid) => {
+            let kids = children();
+            kids.set_kind(slot, mpm_itk_core::pools::encode_kind(pool, index));
+            kids.started(slot, pid, r.my_generation());
+            scoreboard::note_child_started(slot, pid, r.my_generation());
+        }
+    }
+}
+
+/// The pools' part of perform_idle_server_maintenance: user processes where
+/// connections took the classic path for want of one, in the free slots
+/// between MaxRequestWorkers and ServerLimit.
+fn maintain_pools(kids: &Children, generation: i32) {
+    let t = tuning();
+    let live: Vec<(usize, usize)> = kids
+        .live()
+        .filter(|(_, c)| c.generation == generation)
+        .filter_map(|(slot, _)| kids.pool_of(slot))
+        .collect();
+    let first = t.daemons_limit.max(0) as usize;
+    let free: Vec<usize> = (first..t.server_limit.max(0) as usize)
+        .filter(|&sl| kids.is_free(sl))
+        .collect();
+    for (slot, pool, index) in crate::pools::spawn_orders(&live, &free) {
+        make_pool_child(slot, pool, index);
     }
 }
 
@@ -487,7 +555,8 @@ fn perform_idle_server_maintenance() {
         r.idle_spawn_rate().max(1) as usize,
         r.hold_off_on_exponential_spawning().max(0) as usize,
     );
-    r.set_max_daemons_limit(plan.max_daemons_limit as i32);
+    maintain_pools(&kids, r.my_generation());
+    r.set_max_daemons_limit((plan.max_daemons_limit as i32).max(r.max_daemons_limit()));
     r.set_idle_spawn_rate(plan.spawn_rate as i32);
     r.set_hold_off_on_exponential_spawning(plan.hold_off as i32);
     match plan.action {
@@ -649,7 +718,9 @@ fn child_main(slot: usize, bucket: usize) -> ! {
         match outcome {
             AcceptOutcome::Got(sock) => {
                 crate::itk::test_panic_point("worker");
-                crate::itk::serve_connection(&w, sock)
+                if let Some(sock) = crate::pools::dispatch(&w, sock) {
+                    crate::itk::serve_connection(&w, sock)
+                }
             }
             AcceptOutcome::Retry => continue,
             AcceptOutcome::Sick => w.exit(APEXIT_CHILDSICK),
@@ -719,7 +790,12 @@ fn parent_of(pid: i32) -> Option<i32> {
 /// A worker was reaped: forget it, and log what httpd's own report leaves
 /// out. Returns its slot.
 fn worker_ended(dead: &Reaped, s: Server) -> Option<usize> {
-    let slot = children().slot_of(dead.pid)?;
+    let kids = children();
+    let slot = kids.slot_of(dead.pid)?;
+    if let Some((pool, index)) = kids.pool_of(slot) {
+        user_process_ended(&kids, dead, s, slot, pool, index);
+        return Some(slot);
+    }
     if let Some(code) = dead
         .exit_code
         .filter(|c| ![0, APEXIT_CHILDSICK, APEXIT_CHILDFATAL].contains(c))
@@ -750,6 +826,51 @@ fn worker_ended(dead: &Reaped, s: Server) -> Option<usize> {
     }
     children().ended(slot);
     Some(slot)
+}
+
+/// A user process was reaped: log anything but a normal end, free its slot
+/// and its idle flag (a replacement starts on demand).
+fn user_process_ended(
+    kids: &Children,
+    dead: &Reaped,
+    s: Server,
+    slot: usize,
+    pool: usize,
+    index: usize,
+) {
+    let rec = kids.get(slot);
+    let user = crate::pools::pool_user(pool);
+    let expected = [libc::SIGTERM, libc::SIGHUP, AP_SIG_GRACEFUL];
+    if let Some(sig) = dead.signal.filter(|sg| !expected.contains(sg)) {
+        ffi::log(
+            Level::Warn,
+            0,
+            Some(s),
+            &format!(
+                "user process pid {} of user {user} (slot {slot}) died on signal {sig};                  a replacement starts on demand",
+                dead.pid
+            ),
+        );
+    } else if let Some(code) = dead.exit_code.filter(|&c| c != 0) {
+        ffi::log(
+            Level::Warn,
+            0,
+            Some(s),
+            &format!(
+                "user process pid {} of user {user} (slot {slot}) exited with status {code}",
+                dead.pid
+            ),
+        );
+    }
+    kids.ended(slot);
+    kids.set_kind(slot, 0);
+    if rec.generation == retained().my_generation() {
+        let others = kids
+            .live()
+            .filter(|(_, c)| c.generation == rec.generation)
+            .any(|(sl, _)| kids.pool_of(sl).is_some_and(|(p, _)| p == pool));
+        crate::pools::process_ended(pool, index, others);
+    }
 }
 
 /// ap_relieve_child_processes over the parent's records: reaps the workers
@@ -884,8 +1005,11 @@ pub fn run(pconf: Pool, plog: Pool, s: Server) -> i32 {
 
     while r.restart_pending() == 0 && r.shutdown_pending() == 0 {
         if let Some(dead) = process::wait_or_timeout(pconf) {
+            // (A user process runs tenant code: its exit status decides
+            // nothing.)
             let generation = children()
                 .slot_of(dead.pid)
+                .filter(|&sl| children().pool_of(sl).is_none())
                 .map(|sl| children().get(sl).generation);
             if dead.processed_status == APEXIT_CHILDFATAL {
                 // A fatal error in a worker of this generation stops the

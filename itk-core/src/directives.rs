@@ -100,6 +100,27 @@ pub fn max_clients_vhost(arg: &str, in_virtual_host: bool) -> Result<u32, String
     Ok(n as u32)
 }
 
+/// `UserPoolMaxProcesses n`: 1 to [`crate::pools::MAX_PROCESSES`].
+pub fn pool_max_processes(n: i32) -> Result<i32, String> {
+    let max = crate::pools::MAX_PROCESSES as i32;
+    if !(1..=max).contains(&n) {
+        return Err(format!(
+            "UserPoolMaxProcesses: {n} must be between 1 and {max}"
+        ));
+    }
+    Ok(n)
+}
+
+/// `UserPoolIdleTimeout seconds`: at least 1.
+pub fn pool_idle_timeout(n: i32) -> Result<i32, String> {
+    if n < 1 {
+        return Err(format!(
+            "UserPoolIdleTimeout: {n} must be at least 1 second"
+        ));
+    }
+    Ok(n)
+}
+
 /// `LimitUIDRange` / `LimitGIDRange`.
 pub fn id_range(directive: &str, min: &str, max: &str) -> Result<IdRange, String> {
     IdRange::parse(min, max).map_err(|e| format!("{directive}: {e}"))
@@ -235,6 +256,16 @@ mod tests {
                 .unwrap_err()
                 .starts_with("LimitGIDRange: ")
         );
+    }
+
+    #[test]
+    fn pool_tuning_bounds() {
+        assert_eq!(pool_max_processes(1), Ok(1));
+        assert_eq!(pool_max_processes(64), Ok(64));
+        assert!(pool_max_processes(0).is_err());
+        assert!(pool_max_processes(65).is_err());
+        assert_eq!(pool_idle_timeout(5), Ok(5));
+        assert!(pool_idle_timeout(0).is_err());
     }
 
     #[test]

@@ -123,6 +123,16 @@ pub fn set_idle(words: &[AtomicU32], i: usize, idle: bool) {
     }
 }
 
+/// Process `i` stops waiting for good (idle timeout, graceful stop): true
+/// if it may go, false if a worker claimed it meanwhile (a connection is on
+/// its way and must be served first).
+pub fn leave(words: &[AtomicU32], i: usize) -> bool {
+    words.get(1 + i).is_none_or(|w| {
+        w.compare_exchange(1, 0, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    })
+}
+
 /// A connection took the classic path for want of an idle process.
 pub fn note_demand(words: &[AtomicU32]) {
     if let Some(w) = words.first() {
@@ -289,6 +299,17 @@ mod tests {
             .collect();
         all.sort();
         assert_eq!(all, (0..MAX_PROCESSES).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_claimed_process_does_not_leave() {
+        let t = table();
+        set_idle(&t, 1, true);
+        assert!(leave(&t, 1), "an idle, unclaimed process leaves");
+        assert_eq!(claim_idle(&t), None, "and can no longer be claimed");
+        set_idle(&t, 1, true);
+        assert_eq!(claim_idle(&t), Some(1));
+        assert!(!leave(&t, 1), "a claimed process stays for its connection");
     }
 
     #[test]

@@ -86,8 +86,50 @@ pub struct Child {
     last_poll_idx: usize,
 }
 
+/// A zeroed `T` in pool `p` (`apr_pcalloc`, a macro in C).
+///
+/// # Safety
+/// `p` must be a live pool; all-zero must be a valid `T` (plain C records).
+unsafe fn pcalloc<T>(p: *mut sys::apr_pool_t) -> *mut T {
+    // SAFETY: as the caller guarantees; APR aligns to 8 bytes.
+    unsafe {
+        let m = sys::apr_palloc(p, size_of::<T>()) as *mut T;
+        ptr::write_bytes(m, 0, 1);
+        m
+    }
+}
+
 /// An accepted connection socket (lives in the worker's ptrans).
 pub struct Accepted(*mut c_void);
+
+impl Accepted {
+    /// The socket's descriptor (still owned by the APR socket).
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        let mut fd: sys::apr_os_sock_t = -1;
+        // SAFETY: reads the descriptor of a live APR socket into a local.
+        unsafe { sys::apr_os_sock_get(&mut fd, self.0 as *mut sys::apr_socket_t) };
+        fd
+    }
+}
+
+/// What a request names as its host, for [`Child::route`].
+pub struct HostName<'a> {
+    /// Lower-cased, without port or IPv6 brackets.
+    pub host: &'a str,
+    pub port: Option<u16>,
+    /// From an absolute-form request target (which overrides Host).
+    pub from_uri: bool,
+}
+
+/// Logging off (emerg only) for the request record [`Child::route`] makes:
+/// httpd's vhost code logs at debug level, which needs a full request.
+static QUIET: SyncLogConf = SyncLogConf(sys::ap_logconf {
+    module_levels: ptr::null_mut(),
+    level: sys::APLOG_EMERG,
+});
+struct SyncLogConf(sys::ap_logconf);
+// SAFETY: read-only, no pointer to anything.
+unsafe impl Sync for SyncLogConf {}
 
 /// Outcome of waiting for and accepting a connection.
 pub enum AcceptOutcome {
@@ -409,6 +451,134 @@ impl Child {
         Ok(())
     }
 
+    /// The virtual host httpd itself would choose for a request on the
+    /// connection `a` that names `host` (None: no Host) and `path`, by the
+    /// connection's local address and port (`ap_update_vhost_given_ip`)
+    /// and the name (`ap_update_vhost_from_headers`: ServerName,
+    /// ServerAlias, wildcards, the `<VirtualHost>` address, ServerPath).
+    /// The records are scratch ones in ptrans; nothing is read from the
+    /// socket.
+    pub fn route(
+        &self,
+        a: &Accepted,
+        host: Option<HostName>,
+        path: &str,
+    ) -> Option<Server<'static>> {
+        let sock = a.0 as *mut sys::apr_socket_t;
+        let mut local: *mut sys::apr_sockaddr_t = ptr::null_mut();
+        let mut remote: *mut sys::apr_sockaddr_t = ptr::null_mut();
+        // SAFETY: addresses of a live socket, allocated in its pool.
+        let ok = unsafe {
+            sys::apr_socket_addr_get(&mut local, sys::apr_interface_e_APR_LOCAL, sock) == 0
+                && sys::apr_socket_addr_get(&mut remote, sys::apr_interface_e_APR_REMOTE, sock) == 0
+        };
+        if !ok || local.is_null() || remote.is_null() {
+            return None;
+        }
+        let p = self.ptrans;
+        let host_c = host.as_ref().map(|h| super::cstring_lossy(h.host));
+        let header = host.as_ref().filter(|h| !h.from_uri).map(|h| {
+            let name = if h.host.contains(':') {
+                format!("[{}]", h.host)
+            } else {
+                h.host.to_string()
+            };
+            super::cstring_lossy(&match h.port {
+                Some(port) => format!("{name}:{port}"),
+                None => name,
+            })
+        });
+        let path_c = super::cstring_lossy(path);
+        // SAFETY: zeroed records allocated in ptrans (which outlives this
+        // call), filled with what ap_update_vhost_given_ip and
+        // ap_update_vhost_from_headers read: the connection's pool,
+        // addresses and base server; the request's pool, connection,
+        // server, status, hostname or Host header, uri, and a log
+        // configuration that keeps their debug logging quiet. Strings are
+        // copied into ptrans.
+        unsafe {
+            let c = pcalloc::<sys::conn_rec>(p);
+            (*c).pool = p;
+            (*c).local_addr = local;
+            (*c).client_addr = remote;
+            sys::apr_sockaddr_ip_get(&mut (*c).local_ip, local);
+            sys::apr_sockaddr_ip_get(&mut (*c).client_ip, remote);
+            (*c).base_server = sys::ap_server_conf;
+            (*c).log = &QUIET.0 as *const sys::ap_logconf;
+            sys::ap_update_vhost_given_ip(c);
+            let r = pcalloc::<sys::request_rec>(p);
+            (*r).pool = p;
+            (*r).connection = c;
+            (*r).server = (*c).base_server;
+            (*r).status = sys::HTTP_OK as c_int;
+            (*r).log = &QUIET.0 as *const sys::ap_logconf;
+            (*r).headers_in = sys::apr_table_make(p, 2);
+            (*r).notes = sys::apr_table_make(p, 1);
+            (*r).uri = sys::apr_pstrdup(p, path_c.as_ptr());
+            match (&host, &host_c, &header) {
+                (Some(h), Some(name), _) if h.from_uri => {
+                    (*r).hostname = sys::apr_pstrdup(p, name.as_ptr());
+                }
+                (_, _, Some(hv)) => {
+                    sys::apr_table_set((*r).headers_in, c"Host".as_ptr(), hv.as_ptr());
+                }
+                _ => {}
+            }
+            sys::ap_update_vhost_from_headers(r);
+            Server::from_raw((*r).server)
+        }
+    }
+
+    /// In a user process: serves the connection `fd`, which another process
+    /// accepted (and this one checked), as prefork serves one it accepted:
+    /// an APR socket from the descriptor and the addresses this process
+    /// reads itself (`apr_os_sock_make`), create_connection,
+    /// process_connection, lingering close; then ptrans is cleared.
+    pub fn serve_fd(&mut self, fd: std::os::fd::OwnedFd) -> Result<(), String> {
+        use std::os::fd::IntoRawFd;
+        let raw = fd.into_raw_fd();
+        // SAFETY: zeroed sockaddr_storage values are valid; getsockname and
+        // getpeername write at most `len` bytes into them.
+        let (mut local, mut remote, ok) = unsafe {
+            let mut local: libc::sockaddr_storage = std::mem::zeroed();
+            let mut remote: libc::sockaddr_storage = std::mem::zeroed();
+            let mut l1 = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            let mut l2 = l1;
+            let ok = libc::getsockname(raw, &mut local as *mut _ as *mut libc::sockaddr, &mut l1)
+                == 0
+                && libc::getpeername(raw, &mut remote as *mut _ as *mut libc::sockaddr, &mut l2)
+                    == 0;
+            (local, remote, ok)
+        };
+        if !ok {
+            let e = std::io::Error::last_os_error();
+            // SAFETY: our descriptor, closed once.
+            unsafe { libc::close(raw) };
+            return Err(format!("the connection is gone: {e}"));
+        }
+        let mut os: sys::apr_os_sock_t = raw;
+        let mut info = sys::apr_os_sock_info_t {
+            os_sock: &mut os,
+            local: &mut local as *mut _ as *mut sys::sockaddr,
+            remote: &mut remote as *mut _ as *mut sys::sockaddr,
+            family: local.ss_family as c_int,
+            type_: libc::SOCK_STREAM,
+            protocol: libc::IPPROTO_TCP,
+        };
+        let mut csd: *mut sys::apr_socket_t = ptr::null_mut();
+        // SAFETY: APR copies the addresses and takes the descriptor (its
+        // cleanup in ptrans closes it); `info` points at live locals.
+        let rv = unsafe { sys::apr_os_sock_make(&mut csd, &mut info, self.ptrans) };
+        if rv != 0 || csd.is_null() {
+            // SAFETY: APR did not take it.
+            unsafe { libc::close(raw) };
+            return Err(format!("apr_os_sock_make failed (status {rv})"));
+        }
+        self.process_connection(&Accepted(csd as *mut c_void));
+        self.clear_transaction();
+        Ok(())
+    }
+
     /// Runs the connection (create_connection, process_connection,
     /// lingering close) in the connection child.
     pub fn process_connection(&self, a: &Accepted) {
@@ -468,29 +638,5 @@ pub fn end(code: i32, run_cleanups: bool) -> ! {
 /// before (such as the end-of-request bucket's, which calls
 /// `ap_increment_counts`). A panic in `f` is logged and ignored.
 pub fn on_request_end(r: Request, f: fn(usize), data: usize) {
-    /// The pair, in the request pool.
-    #[derive(Clone, Copy)]
-    struct Job(fn(usize), usize);
-    unsafe extern "C" fn run(p: *mut c_void) -> sys::apr_status_t {
-        // SAFETY: `p` is the Job allocated below, in the pool being cleared.
-        let job = unsafe { *(p as *const Job) };
-        super::guard("request cleanup", 0, || {
-            (job.0)(job.1);
-            0
-        })
-    }
-    // SAFETY: a Job (Copy, 8-byte aligned) in the request pool, fully
-    // written before the cleanup is registered; the DSO stays loaded while
-    // requests run.
-    unsafe {
-        let pool = r.pool().raw();
-        let job = sys::apr_palloc(pool, size_of::<Job>()) as *mut Job;
-        ptr::write(job, Job(f, data));
-        sys::apr_pool_cleanup_register(
-            pool,
-            job as *mut c_void,
-            Some(run),
-            Some(sys::apr_pool_cleanup_null),
-        );
-    }
+    r.pool().on_clear(f, data);
 }

@@ -96,6 +96,23 @@ pub fn open_buckets(pconf: Pool, s: Server, num_buckets: &mut i32) -> Result<usi
     Ok(n as usize)
 }
 
+/// The ports the server listens on (core's listener list).
+pub fn ports() -> Vec<u16> {
+    let mut out = Vec::new();
+    // SAFETY: ap_listeners is core's list for this generation (pconf).
+    let mut lr = unsafe { sys::ap_listeners };
+    while !lr.is_null() {
+        // SAFETY: a live listener record and its bind address.
+        unsafe {
+            if !(*lr).bind_addr.is_null() {
+                out.push((*(*lr).bind_addr).port);
+            }
+            lr = (*lr).next;
+        }
+    }
+    out
+}
+
 /// Must workers take the accept mutex around accept? prefork's SAFE_ACCEPT
 /// with SINGLE_LISTEN_UNSERIALIZED_ACCEPT (defined for Linux in
 /// ap_config_auto.h): only with several listeners. With one, every idle

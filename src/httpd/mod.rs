@@ -228,6 +228,35 @@ impl<'p> Pool<'p> {
     fn raw(self) -> *mut sys::apr_pool_t {
         self.0.as_ptr()
     }
+    /// Runs `f(data)` when the pool is cleared or destroyed (before the
+    /// cleanups registered earlier, such as the DSO's unload for pconf).
+    pub fn on_clear(self, f: fn(usize), data: usize) {
+        /// The pair, in the pool.
+        #[derive(Clone, Copy)]
+        struct Job(fn(usize), usize);
+        unsafe extern "C" fn run(p: *mut std::ffi::c_void) -> sys::apr_status_t {
+            // SAFETY: `p` is the Job allocated below, in the pool being
+            // cleared.
+            let job = unsafe { *(p as *const Job) };
+            guard("pool cleanup", 0, || {
+                (job.0)(job.1);
+                0
+            })
+        }
+        // SAFETY: a Job (Copy, 8-byte aligned) in the pool, fully written
+        // before the cleanup is registered; the function lives in this DSO,
+        // which stays loaded until the cleanups registered before ours ran.
+        unsafe {
+            let job = sys::apr_palloc(self.raw(), size_of::<Job>()) as *mut Job;
+            std::ptr::write(job, Job(f, data));
+            sys::apr_pool_cleanup_register(
+                self.raw(),
+                job as *mut std::ffi::c_void,
+                Some(run),
+                Some(sys::apr_pool_cleanup_null),
+            );
+        }
+    }
     /// Copies `s` into the pool (NUL-terminated; a NUL inside is escaped).
     pub fn strdup(self, s: &str) -> *const c_char {
         let c = cstring_lossy(s);
@@ -272,6 +301,25 @@ impl<'s> Server<'s> {
     /// Is this a `<VirtualHost>` (not the main server)?
     pub fn is_virtual(&self) -> bool {
         self.get().is_virtual != 0
+    }
+    /// The record's identity (its address), for maps keyed by server.
+    pub fn key(&self) -> usize {
+        self.0.as_ptr() as usize
+    }
+    /// The main server and every virtual host, in configuration order.
+    pub fn all(self) -> impl Iterator<Item = Server<'s>> {
+        std::iter::successors(Some(self), |s| {
+            // SAFETY: the server list lives in pconf like this record.
+            unsafe { Server::from_raw(s.get().next) }
+        })
+    }
+    /// `Timeout`, in seconds.
+    pub fn timeout_secs(&self) -> u64 {
+        (self.get().timeout.max(0) as u64).div_ceil(1_000_000)
+    }
+    /// `ServerName:port` and the `<VirtualHost>` addresses, for log lines.
+    pub fn describe(&self) -> String {
+        format!("{}:{}", self.hostname(), self.get().port)
     }
 }
 

@@ -225,6 +225,11 @@ impl<'a> Cmd<'a> {
             Err(c_to_string(e))
         }
     }
+    /// Is the directive inside a section (`<Directory>`, `<Location>`,
+    /// `<Files>`, `<If>`, `<Proxy>`...)? Those set `cmd->path`.
+    pub fn in_section(&self) -> bool {
+        !self.get().path.is_null()
+    }
     /// "file:line" of the directive.
     pub fn location(&self) -> String {
         let d = self.get().directive;
@@ -351,6 +356,19 @@ impl<D: Copy + Default + MergeDir + 'static, S: Copy + Default + 'static> PerMod
         // SAFETY: see server_ptr; the configuration is read by one thread,
         // and no reference outlives `f`.
         f(unsafe { &mut *self.server_ptr(s) })
+    }
+
+    /// The server's own per-dir configuration (`lookup_defaults`: what its
+    /// top level says, before any section); None if it is missing.
+    pub fn server_dir(&self, s: Server) -> Option<D> {
+        // SAFETY: lookup_defaults holds this module's D (made by create_dir
+        // for the server's top level, merged with the main server's); the
+        // vector lives in pconf; NULL is checked.
+        unsafe {
+            let p =
+                sys::ap_get_module_config((*s.raw()).lookup_defaults, this_module()) as *const D;
+            p.as_ref().copied()
+        }
     }
 
     /// The merged per-dir configuration of a request; None if it is missing.

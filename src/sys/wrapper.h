@@ -14,6 +14,7 @@
 #include "http_connection.h"
 #include "http_request.h"
 #include "http_protocol.h"
+#include "http_vhost.h"
 #include "scoreboard.h"
 #include "ap_mpm.h"
 #include "ap_listen.h"

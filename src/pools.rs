@@ -1,0 +1,489 @@
+//! UserPools: persistent processes per user, handed connections by the
+//! workers, so a connection no longer costs a fork and no process that can
+//! switch users parses the request (README, "UserPools").
+//!
+//! * [`post_config`] (parent): which vhosts' identity cannot vary by
+//!   request ([`pools::eligibility`]), one pool per identity (uid, gid,
+//!   nice), each with a one-way channel and a table of shared words.
+//! * [`dispatch`] (worker, after accept): peek at the request head without
+//!   consuming it, let httpd choose the vhost ([`Worker::route`]), claim an
+//!   idle process of that vhost's pool and send it the socket; anything
+//!   else takes the classic path (fork per connection).
+//! * [`spawn_orders`] (parent, in perform_idle_server_maintenance): start
+//!   processes where connections took the classic path for want of one.
+//! * [`process_main`] (a pool process): become the user once, child_init,
+//!   then serve connection after connection; idle timeout,
+//!   MaxConnectionsPerChild, graceful and stop end it.
+//! * [`refuse_foreign`] (every request of a pool process): a request for a
+//!   vhost that is not routed to this pool closes the connection.
+#![forbid(unsafe_code)]
+
+use crate::config::{self, CONFIG};
+use crate::httpd::child::{self, Accepted, Child as Worker, HostName};
+use crate::httpd::{self as ffi, Level, Pool, Request, Server, core, listen};
+use crate::itk;
+use mpm_itk_core::handoff::{self, Channel, Peeked, Received, SharedWords};
+use mpm_itk_core::ids::Identity;
+use mpm_itk_core::peek::{self, Http, HttpLimits, Proxy};
+use mpm_itk_core::pools::{self, PoolKey, VhostFacts};
+use std::collections::HashMap;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// One user pool of this generation.
+struct UserPool {
+    key: PoolKey,
+    /// What its processes become (with the supplementary groups).
+    identity: Identity,
+    /// The vhosts routed to it, for log lines.
+    vhosts: Vec<String>,
+    /// None in a process of another pool.
+    channel: Option<Channel>,
+    words: Option<SharedWords>,
+}
+
+struct Table {
+    pools: Vec<UserPool>,
+    /// server_rec key -> pool index.
+    routes: HashMap<usize, usize>,
+    /// mod_remoteip expects a PROXY header somewhere.
+    proxy_protocol: bool,
+    max_processes: usize,
+}
+
+static TABLE: Mutex<Option<Table>> = Mutex::new(None);
+/// In a pool process: its pool index + 1 (0: not a pool process).
+static MY_POOL: AtomicUsize = AtomicUsize::new(0);
+
+fn table() -> MutexGuard<'static, Option<Table>> {
+    TABLE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn pid() -> u32 {
+    std::process::id()
+}
+
+/// post_config (second pass, parent): the pools of this generation.
+pub fn post_config(pconf: Pool, s: Server) -> Result<(), String> {
+    if crate::httpd::retained::Unixd::get().module_loads() < 2 {
+        // The first (preflight) pass only checks the configuration.
+        return Ok(());
+    }
+    let main_on = config::server_conf(s).user_pools.unwrap_or(false);
+    let st = config::state();
+    let in_main_section = st.globals.identity_in_main_section;
+    let max_processes = st.globals.pool_max_processes.max(1) as usize;
+    let (server_limit, workers) = (st.tuning.server_limit, st.tuning.daemons_limit);
+    drop(st);
+    let mut pools: Vec<UserPool> = Vec::new();
+    let mut routes = HashMap::new();
+    let mut any_on = false;
+    for v in s.all() {
+        let conf = config::server_conf(v);
+        let on = conf.user_pools.unwrap_or(main_on);
+        any_on |= on;
+        let Some(dir) = CONFIG.server_dir(v) else {
+            continue;
+        };
+        let Some(identity) = itk::vhost_identity(dir.identity) else {
+            continue;
+        };
+        let facts = VhostFacts {
+            user_pools: on,
+            uid: identity.uid,
+            gid: identity.gid,
+            nice: dir.nice,
+            expression: dir.uid_expr.is_some() || dir.gid_expr.is_some(),
+            in_section: conf.identity_in_section || in_main_section,
+            max_clients: conf.max_clients_vhost.is_some(),
+        };
+        let name = v.describe();
+        match pools::eligibility(&facts) {
+            Ok(key) => {
+                let i = match pools.iter().position(|p| p.key == key) {
+                    Some(i) => i,
+                    None => {
+                        pools.push(UserPool {
+                            key,
+                            identity,
+                            vhosts: Vec::new(),
+                            channel: None,
+                            words: None,
+                        });
+                        pools.len() - 1
+                    }
+                };
+                pools[i].vhosts.push(name);
+                routes.insert(v.key(), i);
+            }
+            Err(why) if on => ffi::log(
+                Level::Info,
+                0,
+                Some(s),
+                &format!("UserPools: vhost {name} takes the classic path ({why})"),
+            ),
+            Err(_) => {}
+        }
+    }
+    if !any_on || pools.is_empty() {
+        *table() = None;
+        return Ok(());
+    }
+    if server_limit <= workers {
+        ffi::log(
+            Level::Warn,
+            0,
+            Some(s),
+            &format!(
+                "UserPools On, but ServerLimit ({server_limit}) leaves no scoreboard slot above \
+                 MaxRequestWorkers ({workers}) for user processes: every connection takes the \
+                 classic path; raise ServerLimit"
+            ),
+        );
+    }
+    for p in pools.iter_mut() {
+        p.channel = Some(Channel::new().map_err(|e| format!("UserPools: socketpair: {e}"))?);
+        p.words =
+            Some(SharedWords::new(pools::WORDS).map_err(|e| format!("UserPools: mmap: {e}"))?);
+        ffi::log(
+            Level::Debug,
+            0,
+            Some(s),
+            &format!(
+                "UserPools: pool of user {} (uid {} gid {}) for {}",
+                p.identity.user,
+                p.key.uid,
+                p.key.gid,
+                p.vhosts.join(", ")
+            ),
+        );
+    }
+    *table() = Some(Table {
+        pools,
+        routes,
+        proxy_protocol: core::module_loaded(c"mod_remoteip.c")
+            && core::config_flag_on("RemoteIPProxyProtocol"),
+        max_processes,
+    });
+    // The DSO's statics vanish at the restart's unload: close the channels
+    // and unmap the words first.
+    pconf.on_clear(|_| *table() = None, 0);
+    Ok(())
+}
+
+/// Most of a request head the worker peeks at.
+const PEEK_MAX: usize = 16 * 1024;
+
+/// In a worker, after accept: hands `sock` to an idle process of its
+/// vhost's pool (None) or gives it back for the classic path.
+pub fn dispatch(w: &Worker, sock: Accepted) -> Option<Accepted> {
+    let guard = table();
+    let Some(t) = guard.as_ref() else {
+        return Some(sock);
+    };
+    let fd = sock.raw_fd();
+    let timeout = Server::main().map_or(60, |s| s.timeout_secs()).clamp(1, 60);
+    let deadline = Instant::now() + Duration::from_secs(timeout);
+    let mut buf = vec![0u8; PEEK_MAX];
+    let mut have = 0;
+    let limits = HttpLimits::default();
+    let (host, path) = loop {
+        match handoff::peek(fd, &mut buf, have, deadline) {
+            Ok(Peeked::More(n)) => have = n,
+            _ => return Some(sock),
+        }
+        let mut data = &buf[..have];
+        if t.proxy_protocol {
+            match peek::proxy_header(data) {
+                Proxy::Skip(k) => data = &data[k..],
+                Proxy::NeedMore if have < buf.len() => continue,
+                _ => return Some(sock),
+            }
+        }
+        match peek::http_request(data, &limits) {
+            Http::NeedMore if have < buf.len() => continue,
+            Http::Host(h) => break (Some(h), String::new()),
+            Http::NoHost { path } => break (None, path),
+            _ => return Some(sock),
+        }
+    };
+    let name = host.as_ref().map(|h| HostName {
+        host: &h.host,
+        port: h.port,
+        from_uri: h.from_uri,
+    });
+    let path = host.as_ref().map_or(path.as_str(), |h| h.path.as_str());
+    let server = w.route(&sock, name, path)?;
+    let Some(&i) = t.routes.get(&server.key()) else {
+        return Some(sock);
+    };
+    let pool = &t.pools[i];
+    let (Some(ch), Some(words)) = (&pool.channel, &pool.words) else {
+        return Some(sock);
+    };
+    let Some(claimed) = pools::claim_idle(words.words()) else {
+        pools::note_demand(words.words());
+        return Some(sock);
+    };
+    match handoff::send_fd(ch.send.as_raw_fd(), fd) {
+        Ok(()) => {
+            w.close_accepted(sock);
+            None
+        }
+        Err(e) => {
+            pools::unclaim(words.words(), claimed);
+            ffi::log(
+                Level::Warn,
+                e.raw_os_error().unwrap_or(0),
+                Server::main(),
+                &format!(
+                    "UserPools: cannot hand a connection for {} to user {} (worker pid {}); classic path",
+                    server.describe(),
+                    pool.identity.user,
+                    pid()
+                ),
+            );
+            Some(sock)
+        }
+    }
+}
+
+/// A pool process the parent should start now: (slot, pool, index).
+pub type SpawnOrder = (usize, usize, usize);
+
+/// perform_idle_server_maintenance's part for the pools: `live` are the
+/// (pool, index) of this generation's pool processes, `free` the scoreboard
+/// slots they may take. Reads and resets each pool's demand.
+pub fn spawn_orders(live: &[(usize, usize)], free: &[usize]) -> Vec<SpawnOrder> {
+    let guard = table();
+    let Some(t) = guard.as_ref() else {
+        return Vec::new();
+    };
+    let mut free = free.iter().copied();
+    let mut out = Vec::new();
+    for (i, p) in t.pools.iter().enumerate() {
+        let Some(words) = &p.words else { continue };
+        let demand = pools::take_demand(words.words());
+        let mut used: Vec<usize> = live
+            .iter()
+            .filter(|(pl, _)| *pl == i)
+            .map(|(_, x)| *x)
+            .collect();
+        let n = pools::to_spawn(used.len(), t.max_processes, demand, 2, free.len());
+        for _ in 0..n {
+            let (Some(index), Some(slot)) =
+                (pools::free_index(&used, t.max_processes), free.next())
+            else {
+                break;
+            };
+            used.push(index);
+            out.push((slot, i, index));
+        }
+    }
+    out
+}
+
+/// The parent reaped process `index` of pool `pool`: it no longer waits
+/// for connections; with no process of the pool left, connections already
+/// sent to it are closed (no one would ever read them).
+pub fn process_ended(pool: usize, index: usize, others_alive: bool) {
+    let guard = table();
+    let Some(p) = guard.as_ref().and_then(|t| t.pools.get(pool)) else {
+        return;
+    };
+    if let Some(words) = &p.words {
+        pools::set_idle(words.words(), index, false);
+    }
+    if others_alive {
+        return;
+    }
+    if let Some(ch) = &p.channel {
+        let mut dropped = 0;
+        loop {
+            match handoff::recv_fd(ch.recv.as_raw_fd(), 0) {
+                Ok(Received::Fd(fd)) => {
+                    drop(fd);
+                    dropped += 1;
+                }
+                Ok(Received::Junk) => {}
+                _ => break,
+            }
+        }
+        if dropped > 0 {
+            ffi::log(
+                Level::Warn,
+                0,
+                Server::main(),
+                &format!(
+                    "UserPools: closed {dropped} connection(s) sent to user {}'s last process, which ended",
+                    p.identity.user
+                ),
+            );
+        }
+    }
+}
+
+/// The user of pool `pool`, for log lines.
+pub fn pool_user(pool: usize) -> String {
+    table()
+        .as_ref()
+        .and_then(|t| t.pools.get(pool))
+        .map_or_else(|| format!("pool {pool}"), |p| p.identity.user.clone())
+}
+
+/// A pool process: never returns. Runs in a process the root parent just
+/// forked into scoreboard slot `slot`.
+pub fn process_main(slot: usize, pool: usize, index: usize, num_listeners: usize) -> ! {
+    child::set_worker_signals();
+    let mut w = match Worker::init(slot, 0, num_listeners) {
+        Ok(w) => w,
+        Err(e) => {
+            ffi::log(Level::Emerg, 0, Server::main(), &e);
+            child::end(1, false)
+        }
+    };
+    let ports = listen::ports();
+    // Nothing of the listening side, nothing of the other pools, nothing
+    // of the MaxClientsVHost table stays within reach of the user's code.
+    let fail = |what: String| -> ! {
+        ffi::log(
+            Level::Emerg,
+            0,
+            Server::main(),
+            &format!(
+                "UserPools: user process pid {} (pool {pool}): {what}; exiting",
+                pid()
+            ),
+        );
+        child::end(1, false)
+    };
+    if let Err(e) = w.close_listening_side() {
+        fail(e)
+    }
+    let (identity, key, recv, words) = {
+        let mut guard = table();
+        let Some(t) = guard.as_mut() else {
+            fail("no pools in this generation".into())
+        };
+        let mut mine = None;
+        for (i, p) in t.pools.iter_mut().enumerate() {
+            let ch = p.channel.take();
+            let words = p.words.take();
+            if i == pool {
+                mine = ch.map(|c| (c.recv, words));
+            }
+            // the other pools' ends and words, and our own sending end, are
+            // dropped here
+        }
+        let Some((recv, Some(words))) = mine else {
+            fail("no such pool".into())
+        };
+        (
+            t.pools[pool].identity.clone(),
+            t.pools[pool].key,
+            recv,
+            words,
+        )
+    };
+    MY_POOL.store(pool + 1, Ordering::Relaxed);
+    if let Err(e) = itk::become_pool_user(slot, &identity, key.nice) {
+        fail(e)
+    }
+    w.run_child_init();
+    ffi::log(
+        Level::Debug,
+        0,
+        Server::main(),
+        &format!(
+            "UserPools: user process pid {} serves user {} uid {} gid {} (slot {slot})",
+            pid(),
+            identity.user,
+            identity.uid,
+            identity.gid
+        ),
+    );
+    let st = config::state().globals;
+    let idle_ms = st.pool_idle_timeout.saturating_mul(1000);
+    let max_conns = core::max_requests_per_child().max(0) as u64;
+    let mut served: u64 = 0;
+    let flags = words.words();
+    loop {
+        if child::die_now() {
+            break;
+        }
+        pools::set_idle(flags, index, true);
+        match handoff::recv_fd(recv.as_raw_fd(), idle_ms) {
+            Ok(Received::Fd(fd)) => {
+                pools::set_idle(flags, index, false);
+                if let Err(e) = handoff::check_connection(fd.as_raw_fd(), &ports) {
+                    ffi::log(
+                        Level::Warn,
+                        0,
+                        Server::main(),
+                        &format!(
+                            "UserPools: user process pid {} refused a descriptor: {e}",
+                            pid()
+                        ),
+                    );
+                    continue;
+                }
+                let _ = handoff::set_blocking(fd.as_raw_fd());
+                if let Err(e) = w.serve_fd(fd) {
+                    ffi::log(Level::Info, 0, Server::main(), &format!("UserPools: {e}"));
+                }
+                served += 1;
+                if max_conns > 0 && served >= max_conns {
+                    break;
+                }
+            }
+            Ok(Received::Interrupted) | Ok(Received::Junk) => {}
+            Ok(Received::Timeout) => break,
+            Err(e) => fail(format!("recvmsg: {e}")),
+        }
+    }
+    // Leaving: unless a worker claimed us meanwhile, in which case its
+    // connection is on its way and is served first.
+    if !pools::leave(flags, index) {
+        if let Ok(Received::Fd(fd)) = handoff::recv_fd(recv.as_raw_fd(), 5000) {
+            if handoff::check_connection(fd.as_raw_fd(), &ports).is_ok() {
+                let _ = handoff::set_blocking(fd.as_raw_fd());
+                let _ = w.serve_fd(fd);
+            }
+        }
+    }
+    child::end(0, true)
+}
+
+/// In a pool process, before the switch hook: a request for a vhost that
+/// is not routed to this process's pool (keep-alive to another vhost, an
+/// absolute URI naming one, a misroute) closes the connection unanswered.
+/// None elsewhere, and for the pool's own vhosts.
+pub fn refuse_foreign(r: Request) -> Option<i32> {
+    let mine = MY_POOL.load(Ordering::Relaxed);
+    if mine == 0 {
+        return None;
+    }
+    let s = r.server();
+    let routed = table()
+        .as_ref()
+        .and_then(|t| t.routes.get(&s.key()).copied());
+    if routed == Some(mine - 1) {
+        return None;
+    }
+    ffi::log_request(
+        Level::Warn,
+        0,
+        r,
+        &format!(
+            "UserPools: vhost {} is not served by user {}'s processes; closing connection so the \
+             client retries on a new one (uid {}, pid {})",
+            s.describe(),
+            pool_user(mine - 1),
+            mpm_itk_core::privileges::current_uid(),
+            pid()
+        ),
+    );
+    itk::close_connection(r)
+}

@@ -1,0 +1,290 @@
+//! UserPools On: each user's connections are served by persistent
+//! processes of that user, handed the socket by the workers.
+
+mod harness;
+use harness::*;
+use std::io::Write;
+use std::time::Duration;
+
+const PID_PHP: &str =
+    "<?php echo getmypid(), ' ', posix_getuid(), ' ', posix_geteuid(), ' ', posix_getgid();";
+
+struct Pools {
+    srv: Server,
+    alice: TestUser,
+    bob: TestUser,
+}
+
+/// alice.test and bob.test under their users, UserPools On, room for user
+/// processes above MaxRequestWorkers; `extra` lines for the global config
+/// and `vhost_extra` for a third vhost of alice's, dyn.test.
+fn start(extra: &[&str], dyn_lines: &[String]) -> Pools {
+    let alice = TestUser::create(false);
+    let bob = TestUser::create(false);
+    let setup = Setup::new();
+    let (da, db, dd) = (setup.docroot("a"), setup.docroot("b"), setup.docroot("d"));
+    for d in [&da, &db, &dd] {
+        write(&d.join("pid.php"), PID_PHP, 0o644);
+        write(
+            &d.join("slow.php"),
+            "<?php sleep(2); echo getmypid();",
+            0o644,
+        );
+    }
+    let mut setup = setup
+        .global("UserPools On")
+        .global("ServerLimit 40")
+        .global("MaxRequestWorkers 20")
+        .global("UserPoolIdleTimeout 30");
+    for l in extra {
+        setup = setup.global(*l);
+    }
+    let mut dynv = VHost::new("dyn.test").line(format!("DocumentRoot {}", dd.display()));
+    for l in dyn_lines {
+        dynv = dynv.line(l.clone());
+    }
+    let srv = setup
+        .vhost(VHost::of("alice.test", &da, &alice))
+        .vhost(VHost::of("bob.test", &db, &bob))
+        .vhost(dynv)
+        .start();
+    Pools { srv, alice, bob }
+}
+
+/// (pid, uid, euid, gid) a PHP page reports.
+fn who(srv: &Server, host: &str) -> (i32, u32, u32, u32) {
+    let r = srv.get(host, "/pid.php");
+    assert_eq!(r.status, 200, "{host}: {}\n{}", r.body, srv.error_log());
+    let v: Vec<u64> = r.body.split(' ').map(|x| x.parse().unwrap()).collect();
+    (v[0] as i32, v[1] as u32, v[2] as u32, v[3] as u32)
+}
+
+/// Is `pid` a user process of `srv`: a direct child of the parent that
+/// runs PHP? (Workers never do; classic connection children are the
+/// workers' children.)
+fn is_user_process(srv: &Server, pid: i32) -> bool {
+    parent_of(pid) == srv.parent_pid()
+}
+
+/// Sends requests until one is served by a user process (the first ones
+/// take the classic path while the parent starts one); returns its pid.
+fn warm(srv: &Server, host: &str) -> i32 {
+    let mut warm = 0;
+    assert!(
+        wait_until(20, || {
+            let (pid, ..) = who(srv, host);
+            if is_user_process(srv, pid) {
+                warm = pid;
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            false
+        }),
+        "no user process for {host}\n{}",
+        srv.error_log()
+    );
+    warm
+}
+
+fn parent_of(pid: i32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')')
+        .and_then(|(_, r)| r.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn connections_go_to_a_persistent_process_of_the_vhosts_user() {
+    let p = start(&["UserPoolMaxProcesses 1"], &[]);
+    let srv = &p.srv;
+    let a = warm(srv, "alice.test");
+    // From now on, no fork per connection: connection after connection is
+    // served by alice's one user process. (The pause lets it finish the
+    // lingering close of the previous one: a connection that finds no idle
+    // process takes the classic path rather than wait.)
+    for _ in 0..8 {
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(
+            who(srv, "alice.test"),
+            (a, p.alice.uid, p.alice.uid, p.alice.gid)
+        );
+    }
+    let pids = std::collections::HashSet::from([a]);
+    let b = warm(srv, "bob.test");
+    assert_ne!(a, b);
+    let (pid, uid, euid, gid) = who(srv, "bob.test");
+    assert_eq!((uid, euid, gid), (p.bob.uid, p.bob.uid, p.bob.gid));
+    assert!(is_user_process(srv, pid) && !pids.contains(&pid));
+    // Every task of a user process: the user's ids only, no capability.
+    for task in std::fs::read_dir(format!("/proc/{a}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let st = std::fs::read_to_string(task.path().join("status")).unwrap();
+        let u = p.alice.uid.to_string();
+        let g = p.alice.gid.to_string();
+        assert_eq!(
+            status_field(&st, "Uid")
+                .unwrap()
+                .split_whitespace()
+                .collect::<Vec<_>>(),
+            [&u, &u, &u, &u]
+        );
+        assert_eq!(
+            status_field(&st, "Gid")
+                .unwrap()
+                .split_whitespace()
+                .collect::<Vec<_>>(),
+            [&g, &g, &g, &g]
+        );
+        for cap in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+            assert_eq!(
+                status_field(&st, cap).unwrap(),
+                "0000000000000000",
+                "{cap}\n{st}"
+            );
+        }
+        assert_eq!(status_field(&st, "Seccomp").unwrap(), "2");
+    }
+    // no worker and no connection child served these
+    assert!(srv.error_log().contains("UserPools"), "{}", srv.error_log());
+}
+
+#[test]
+fn a_request_for_another_users_vhost_is_never_served_by_a_user_process() {
+    let p = start(&[], &[]);
+    let srv = &p.srv;
+    let a = warm(srv, "alice.test");
+    // keep-alive: alice's vhost, then bob's on the same connection
+    let mut s = srv.connect();
+    write!(s, "GET /pid.php HTTP/1.1\r\nHost: alice.test\r\n\r\n").unwrap();
+    let r = read_response(&mut s).unwrap();
+    assert!(r.body.starts_with(&a.to_string()), "{}", r.body);
+    write!(s, "GET /pid.php HTTP/1.1\r\nHost: bob.test\r\n\r\n").unwrap();
+    assert!(
+        read_response(&mut s).is_err(),
+        "bob's vhost answered on alice's connection"
+    );
+    assert!(
+        srv.error_log().contains("is not served by user"),
+        "{}",
+        srv.error_log()
+    );
+    // an absolute URI naming bob's vhost, sent with alice's Host
+    let a = warm(srv, "alice.test");
+    let mut s = srv.connect();
+    write!(
+        s,
+        "GET http://bob.test/pid.php HTTP/1.1\r\nHost: alice.test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let r = read_response(&mut s).unwrap();
+    // routed by the URI (httpd's rule), so served as bob, never by alice's process
+    assert_eq!(r.status, 200);
+    assert!(!r.body.starts_with(&format!("{a} ")), "{}", r.body);
+    assert!(
+        r.body.contains(&format!(" {} {} ", p.bob.uid, p.bob.uid)),
+        "{}",
+        r.body
+    );
+    // HTTP/1.0 without Host: the address's default vhost (the first, alice)
+    let mut s = srv.connect();
+    write!(s, "GET /pid.php HTTP/1.0\r\n\r\n").unwrap();
+    let r = read_response(&mut s).unwrap();
+    assert!(
+        r.body
+            .contains(&format!(" {} {} ", p.alice.uid, p.alice.uid)),
+        "{}",
+        r.body
+    );
+    // a Host that matches no vhost: the default vhost too
+    let r = srv.get("nobody.test", "/pid.php");
+    assert!(
+        r.body
+            .contains(&format!(" {} {} ", p.alice.uid, p.alice.uid)),
+        "{}",
+        r.body
+    );
+}
+
+#[test]
+fn vhosts_whose_identity_can_vary_take_the_classic_path() {
+    // (the test users' ids are below login.defs' UID_MIN: an explicit
+    // range lets the expression choose them)
+    let p = start(
+        &["LimitUIDRange 100 60000", "LimitGIDRange 100 60000"],
+        &[format!("AssignUserIDExpr {}", "%{HTTP:X-User}")],
+    );
+    let srv = &p.srv;
+    // dyn.test: a fresh connection child per connection, whatever the load
+    let mut pids = std::collections::HashSet::new();
+    for _ in 0..4 {
+        let mut s = srv.connect();
+        write!(
+            s,
+            "GET /pid.php HTTP/1.1\r\nHost: dyn.test\r\nX-User: {}\r\nConnection: close\r\n\r\n",
+            p.bob.name
+        )
+        .unwrap();
+        let r = read_response(&mut s).unwrap();
+        assert_eq!(r.status, 200, "{}\n{}", r.body, srv.error_log());
+        assert!(r.body.contains(&format!(" {} ", p.bob.uid)), "{}", r.body);
+        pids.insert(r.body.split(' ').next().unwrap().to_string());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(pids.len(), 4, "dyn.test was served by a persistent process");
+    assert!(
+        srv.error_log()
+            .contains("takes the classic path (AssignUserIDExpr"),
+        "{}",
+        srv.error_log()
+    );
+}
+
+#[test]
+fn a_killed_user_process_is_replaced_and_the_server_keeps_serving() {
+    let p = start(&[], &[]);
+    let srv = &p.srv;
+    let a = warm(srv, "alice.test");
+    // kill it while it serves a slow request
+    let slow = get_in_background(srv.port(), "alice.test", "/slow.php");
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: signals a process of this test's httpd.
+    unsafe { libc::kill(a, libc::SIGKILL) };
+    let _ = slow.join();
+    assert!(
+        wait_until(10, || srv
+            .error_log()
+            .contains(&format!("user process pid {a} of user"))),
+        "{}",
+        srv.error_log()
+    );
+    let b = warm(srv, "alice.test");
+    assert_ne!(a, b);
+    assert_eq!(who(srv, "alice.test").1, p.alice.uid);
+    assert_eq!(who(srv, "bob.test").1, p.bob.uid);
+}
+
+#[test]
+fn idle_user_processes_exit_and_max_connections_recycles_them() {
+    let p = start(&["UserPoolIdleTimeout 2", "MaxConnectionsPerChild 3"], &[]);
+    let srv = &p.srv;
+    let a = warm(srv, "alice.test");
+    // MaxConnectionsPerChild 3: within a few more connections, another pid
+    let mut seen = std::collections::HashSet::new();
+    seen.insert(a);
+    assert!(
+        wait_until(20, || {
+            seen.insert(who(srv, "alice.test").0);
+            seen.len() >= 3
+        }),
+        "processes were not recycled: {seen:?}"
+    );
+    // idle: every user process of alice's exits
+    let b = who(srv, "alice.test").0;
+    assert!(
+        wait_until(15, || !std::path::Path::new(&format!("/proc/{b}")).exists()
+            || parent_of(b) != srv.parent_pid()),
+        "user process {b} did not exit when idle"
+    );
+}
