@@ -7,6 +7,7 @@ the same httpd binary, the same modules (mod_php included), the same three
 vhosts owned by three users and the same prefork-style tuning:
 
   rust     this module (LoadModule mpm_itk_module target/release/...)
+  pools    this module with UserPools On (per-user persistent processes)
   c-itk    Debian's prefork + libapache2-mpm-itk
   prefork  stock prefork, no AssignUserID (the ceiling)
 
@@ -38,7 +39,7 @@ MODULES = "/usr/lib/apache2/modules"
 HERE = os.path.dirname(os.path.abspath(__file__))
 USERS = ["itkbench-a", "itkbench-b", "itkbench-c"]
 VHOSTS = ["a.bench.test", "b.bench.test", "c.bench.test"]
-SETUPS = ["rust", "c-itk", "prefork"]
+SETUPS = ["rust", "pools", "c-itk", "prefork"]
 
 # --modset: the thread-starting modules of Apache's own test suite, loaded
 # into every setup: mod_http2 (a worker thread per child) and a
@@ -165,10 +166,14 @@ class Httpd:
             "ErrorLog %s/logs/error.log" % d,
             "LogLevel warn",
         ]
-        if self.name.startswith("rust"):
+        if self.name.startswith("rust") or self.name == "pools":
             c.append("LoadModule mpm_itk_module %s" % module)
         else:
             c.append("LoadModule mpm_prefork_module %s/mod_mpm_prefork.so" % MODULES)
+        if self.name == "pools":
+            # Room for user processes above MaxRequestWorkers: up to 32 per
+            # user (three users).
+            c += ["UserPools On", "ServerLimit 256", "UserPoolMaxProcesses 32"]
         if self.name == "c-itk":
             c.append("LoadModule mpm_itk_module %s/mpm_itk.so" % MODULES)
         for m in ("authz_core", "authz_host", "mime", "dir", "alias", "setenvif", "status"):
@@ -449,7 +454,8 @@ def table(results, rows, meta):
                    "threads in child_init, which this module runs in every connection child.\n"
                    % ", ".join("mod_" + m for m in MODSET_MODULES))
     out.append("Each cell is the median of %d interleaved runs of %d s "
-               "(wrk, %s). Setups: **rust** = this module; **c-itk** = Debian's prefork + "
+               "(wrk, %s). Setups: **rust** = this module; **pools** = this module with "
+               "`UserPools On` (warm: user processes started before the runs); **c-itk** = Debian's prefork + "
                "libapache2-mpm-itk %s; **prefork** = stock prefork without uid switching. "
                "Same httpd (%s), same modules (mod_php %s), three vhosts under three users "
                "(prefork: all as www-data), StartServers %d, MinSpare %d, MaxSpare %d, "
@@ -457,37 +463,42 @@ def table(results, rows, meta):
                    meta["runs"], meta["duration"], meta["wrk"], meta["citk"], meta["httpd"],
                    meta["php"], meta["tuning"]["start"], meta["tuning"]["min_spare"],
                    meta["tuning"]["max_spare"], meta["tuning"]["max_workers"]))
+    ratios = [("rust", "c-itk"), ("rust", "prefork"), ("pools", "prefork"), ("pools", "c-itk")]
+    names = " / ".join(SETUPS)
     out.append("## Throughput and latency\n")
-    out.append("| workload | conn. | rust req/s | c-itk req/s | prefork req/s "
-               "| **rust/c-itk** | **rust/prefork** | p50 ms rust / c-itk / prefork "
-               "| p99 ms rust / c-itk / prefork | errors rust / c-itk / prefork |")
-    out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    out.append("| workload | conn. | %s | %s | p50 ms %s | p99 ms %s | errors %s |" % (
+        " | ".join("%s req/s" % s for s in SETUPS),
+        " | ".join("**%s/%s**" % r for r in ratios), names, names, names))
+    out.append("| --- | ---: |%s%s ---: | ---: | ---: |" % (
+        " ---: |" * len(SETUPS), " ---: |" * len(ratios)))
     for name, conns, r in per_row(results, rows):
-        out.append("| %s | %d | %.0f | %.0f | %.0f | %s | %s | %s | %s | %s |" % (
-            name, conns, r["rust"]["rps"], r["c-itk"]["rps"], r["prefork"]["rps"],
-            fmt_ratio(r["rust"]["rps"], r["c-itk"]["rps"]),
-            fmt_ratio(r["rust"]["rps"], r["prefork"]["rps"]),
+        out.append("| %s | %d | %s | %s | %s | %s | %s |" % (
+            name, conns,
+            " | ".join("%.0f" % r[s]["rps"] for s in SETUPS),
+            " | ".join(fmt_ratio(r[a]["rps"], r[b]["rps"]) for a, b in ratios),
             " / ".join("%.2f" % r[s]["p50_ms"] for s in SETUPS),
             " / ".join("%.1f" % r[s]["p99_ms"] for s in SETUPS),
             " / ".join("%d" % r[s]["errors"] for s in SETUPS)))
     out.append("")
     out.append("## Resources\n")
-    out.append("CPU: CPU time of the whole httpd tree (parent, workers, connection children) "
-               "per request, from %s. Processes: the largest number of processes in the "
-               "tree, sampled every 0.2 s. PSS: proportional set size of the tree, median "
-               "of three samples during the run.\n" % meta["cpu_source"])
-    out.append("| workload | conn. | CPU µs/req rust / c-itk / prefork | rust/c-itk CPU "
-               "| max processes rust / c-itk / prefork | PSS MiB rust / c-itk / prefork "
-               "| rust/c-itk PSS |")
-    out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    out.append("CPU: CPU time of the whole httpd tree (parent, workers, connection children, "
+               "user processes) per request, from %s. Processes: the largest number of "
+               "processes in the tree, sampled every 0.2 s. PSS: proportional set size of the "
+               "tree, median of three samples during the run.\n" % meta["cpu_source"])
+    out.append("| workload | conn. | CPU µs/req %s | rust/c-itk CPU | pools/prefork CPU "
+               "| max processes %s | PSS MiB %s | rust/c-itk PSS | pools/prefork PSS |"
+               % (names, names, names))
+    out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, conns, r in per_row(results, rows):
-        out.append("| %s | %d | %s | %s | %s | %s | %s |" % (
+        out.append("| %s | %d | %s | %s | %s | %s | %s | %s | %s |" % (
             name, conns,
             " / ".join("%.0f" % r[s]["cpu_us"] for s in SETUPS),
             fmt_ratio(r["rust"]["cpu_us"], r["c-itk"]["cpu_us"]),
+            fmt_ratio(r["pools"]["cpu_us"], r["prefork"]["cpu_us"]),
             " / ".join("%d" % r[s]["procs"] for s in SETUPS),
             " / ".join("%.0f" % r[s]["pss_mib"] for s in SETUPS),
-            fmt_ratio(r["rust"]["pss_mib"], r["c-itk"]["pss_mib"])))
+            fmt_ratio(r["rust"]["pss_mib"], r["c-itk"]["pss_mib"]),
+            fmt_ratio(r["pools"]["pss_mib"], r["prefork"]["pss_mib"])))
     out.append("")
     return "\n".join(out)
 
@@ -628,6 +639,7 @@ def main():
         for h in servers:
             body = h.get(VHOSTS[1], "/page.php").decode()
             want = pwd.getpwnam("www-data" if h.name == "prefork" else USERS[1]).pw_uid
+            body = h.get(VHOSTS[1], "/page.php").decode()
             if "uid %d " % want not in body:
                 sys.exit("bench: %s served page.php as the wrong user: %s" % (h.name, body[:200]))
         if args.breakdown:
@@ -647,10 +659,13 @@ def main():
                     time.sleep(3600)
             except KeyboardInterrupt:
                 return
-        # Warm up (opcache, page cache, spare workers).
+        # Warm up (opcache, page cache, spare workers; user processes for
+        # the largest connection count: they start on demand, a few a second).
         for h in servers:
             run_wrk(h, "/page.php", False, 16, 1, lua)
             run_wrk(h, "/1k.html", True, 16, 1, lua)
+            if h.name == "pools":
+                run_wrk(h, "/1k.html", True, max(conns_list), 6, lua)
         results = {}
         total = len(rows) * runs * len(SETUPS)
         done = 0

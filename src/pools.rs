@@ -189,24 +189,41 @@ pub fn dispatch(w: &Worker, sock: Accepted) -> Option<Accepted> {
     let mut buf = vec![0u8; PEEK_MAX];
     let mut have = 0;
     let limits = HttpLimits::default();
+    let classic = |why: &dyn std::fmt::Display| {
+        ffi::log(
+            Level::Trace1,
+            0,
+            Server::main(),
+            &format!("UserPools: classic path: {why} (worker pid {})", pid()),
+        );
+    };
     let (host, path) = loop {
         match handoff::peek(fd, &mut buf, have, deadline) {
             Ok(Peeked::More(n)) => have = n,
-            _ => return Some(sock),
+            other => {
+                classic(&format_args!("peek: {other:?}"));
+                return Some(sock);
+            }
         }
         let mut data = &buf[..have];
         if t.proxy_protocol {
             match peek::proxy_header(data) {
                 Proxy::Skip(k) => data = &data[k..],
                 Proxy::NeedMore if have < buf.len() => continue,
-                _ => return Some(sock),
+                other => {
+                    classic(&format_args!("{other:?}"));
+                    return Some(sock);
+                }
             }
         }
         match peek::http_request(data, &limits) {
             Http::NeedMore if have < buf.len() => continue,
             Http::Host(h) => break (Some(h), String::new()),
             Http::NoHost { path } => break (None, path),
-            _ => return Some(sock),
+            other => {
+                classic(&format_args!("{other:?}"));
+                return Some(sock);
+            }
         }
     };
     let name = host.as_ref().map(|h| HostName {
@@ -215,25 +232,33 @@ pub fn dispatch(w: &Worker, sock: Accepted) -> Option<Accepted> {
         from_uri: h.from_uri,
     });
     let path = host.as_ref().map_or(path.as_str(), |h| h.path.as_str());
-    let server = w.route(&sock, name, path)?;
+    let Some(server) = w.route(&sock, name, path) else {
+        classic(&"no server");
+        return Some(sock);
+    };
     let Some(&i) = t.routes.get(&server.key()) else {
+        classic(&format_args!("vhost {} has no pool", server.describe()));
         return Some(sock);
     };
     let pool = &t.pools[i];
     let (Some(ch), Some(words)) = (&pool.channel, &pool.words) else {
         return Some(sock);
     };
-    let Some(claimed) = pools::claim_idle(words.words()) else {
+    if !pools::claim(words.words()) {
         pools::note_demand(words.words());
+        classic(&format_args!(
+            "no idle process of user {}",
+            pool.identity.user
+        ));
         return Some(sock);
-    };
+    }
     match handoff::send_fd(ch.send.as_raw_fd(), fd) {
         Ok(()) => {
             w.close_accepted(sock);
             None
         }
         Err(e) => {
-            pools::unclaim(words.words(), claimed);
+            pools::unclaim(words.words());
             ffi::log(
                 Level::Warn,
                 e.raw_os_error().unwrap_or(0),
@@ -271,7 +296,7 @@ pub fn spawn_orders(live: &[(usize, usize)], free: &[usize]) -> Vec<SpawnOrder> 
             .filter(|(pl, _)| *pl == i)
             .map(|(_, x)| *x)
             .collect();
-        let n = pools::to_spawn(used.len(), t.max_processes, demand, 2, free.len());
+        let n = pools::to_spawn(used.len(), t.max_processes, demand, 8, free.len());
         for _ in 0..n {
             let (Some(index), Some(slot)) =
                 (pools::free_index(&used, t.max_processes), free.next())
@@ -294,7 +319,11 @@ pub fn process_ended(pool: usize, index: usize, others_alive: bool) {
         return;
     };
     if let Some(words) = &p.words {
-        pools::set_idle(words.words(), index, false);
+        if others_alive {
+            pools::died(words.words(), index);
+        } else {
+            pools::reset(words.words());
+        }
     }
     if others_alive {
         return;
@@ -307,7 +336,7 @@ pub fn process_ended(pool: usize, index: usize, others_alive: bool) {
                     drop(fd);
                     dropped += 1;
                 }
-                Ok(Received::Junk) => {}
+                Ok(Received::Junk) | Ok(Received::Taken) => {}
                 _ => break,
             }
         }
@@ -413,10 +442,10 @@ pub fn process_main(slot: usize, pool: usize, index: usize, num_listeners: usize
         if child::die_now() {
             break;
         }
-        pools::set_idle(flags, index, true);
+        pools::wait_begin(flags, index);
         match handoff::recv_fd(recv.as_raw_fd(), idle_ms) {
             Ok(Received::Fd(fd)) => {
-                pools::set_idle(flags, index, false);
+                pools::got_connection(flags, index);
                 if let Err(e) = handoff::check_connection(fd.as_raw_fd(), &ports) {
                     ffi::log(
                         Level::Warn,
@@ -438,15 +467,25 @@ pub fn process_main(slot: usize, pool: usize, index: usize, num_listeners: usize
                     break;
                 }
             }
-            Ok(Received::Interrupted) | Ok(Received::Junk) => {}
-            Ok(Received::Timeout) => break,
+            Ok(Received::Interrupted) | Ok(Received::Junk) | Ok(Received::Taken) => {}
+            Ok(Received::Timeout) => {
+                if pools::leave(flags, index) {
+                    break;
+                }
+                // every waiter is reserved: a connection is on its way
+            }
             Err(e) => fail(format!("recvmsg: {e}")),
         }
     }
-    // Leaving: unless a worker claimed us meanwhile, in which case its
-    // connection is on its way and is served first.
-    if !pools::leave(flags, index) {
-        if let Ok(Received::Fd(fd)) = handoff::recv_fd(recv.as_raw_fd(), 5000) {
+    // Leaving (graceful stop, MaxConnectionsPerChild): while every waiter
+    // of the pool is reserved, a connection is on its way to one of us;
+    // take it (bounded), so none is left in the channel.
+    for _ in 0..50 {
+        if pools::leave(flags, index) {
+            break;
+        }
+        if let Ok(Received::Fd(fd)) = handoff::recv_fd(recv.as_raw_fd(), 100) {
+            pools::got_connection(flags, index);
             if handoff::check_connection(fd.as_raw_fd(), &ports).is_ok() {
                 let _ = handoff::set_blocking(fd.as_raw_fd());
                 let _ = w.serve_fd(fd);

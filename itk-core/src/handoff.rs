@@ -193,6 +193,9 @@ pub enum Received {
     Timeout,
     /// A signal arrived.
     Interrupted,
+    /// Another process sharing the receiving end took the message that
+    /// woke this one.
+    Taken,
     /// A message without a descriptor, or with a truncated control part
     /// (any descriptor in it was closed).
     Junk,
@@ -242,7 +245,7 @@ pub fn recv_fd(chan: RawFd, timeout_ms: i32) -> io::Result<Received> {
         return match e.raw_os_error() {
             Some(libc::EINTR) => Ok(Received::Interrupted),
             // another reader took it
-            Some(libc::EAGAIN) => Ok(Received::Timeout),
+            Some(libc::EAGAIN) => Ok(Received::Taken),
             _ => Err(e),
         };
     }

@@ -3,15 +3,21 @@
 //! pool through its shared words, and how many processes the parent starts.
 //!
 //! A pool is identified by what a process of it has become for good:
-//! uid, gid and nice value ([`PoolKey`]). Each pool has a small table of
+//! uid, gid and nice value ([`PoolKey`]). Its processes share one receiving
+//! end (any of them may take the next connection) and a small table of
 //! shared words, mapped only in the parent, the workers and that pool's own
 //! processes (so tenant code can only ever write its own pool's words):
 //!
-//! * word 0: demand, how many connections took the classic path because
-//!   no process of the pool was idle (the parent reads and resets it);
-//! * word 1 + i: 1 while process `i` of the pool waits for a connection, 0
-//!   otherwise. A worker claims it (1 → 0) before it sends a connection, so
-//!   one idle process gets exactly one connection.
+//! * word 0, demand: connections that took the classic path because no
+//!   process of the pool was idle (the parent reads and resets it);
+//! * word 1, idle: processes waiting for a connection that no worker has
+//!   reserved yet. A worker reserves one (idle - 1) before it sends a
+//!   connection, so every connection sent has a waiting process to take
+//!   it, and a process that wants to leave must first take itself out of
+//!   the count (it cannot when every waiter is reserved: a connection is on
+//!   its way);
+//! * word 2 + i: 1 while process `i` waits (so the parent can correct the
+//!   count when a waiting process dies).
 #![forbid(unsafe_code)]
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -19,7 +25,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// The most processes a pool can have (the shared table's size).
 pub const MAX_PROCESSES: usize = 64;
 /// Words in a pool's shared table.
-pub const WORDS: usize = 1 + MAX_PROCESSES;
+pub const WORDS: usize = 2 + MAX_PROCESSES;
+const DEMAND: usize = 0;
+const IDLE: usize = 1;
 
 /// What a pool's processes run as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -98,44 +106,78 @@ pub fn eligibility(f: &VhostFacts) -> Result<PoolKey, Classic> {
     })
 }
 
-/// A worker's claim on an idle process: Some(i) if process `i` was idle
-/// and is now the worker's to send one connection to.
-pub fn claim_idle(words: &[AtomicU32]) -> Option<usize> {
-    let flags = words.get(1..)?;
-    flags.iter().position(|w| {
-        w.compare_exchange(1, 0, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
-    })
+/// Decrements `w` if it is above 0; whether it did.
+fn take_one(w: &AtomicU32) -> bool {
+    w.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| v.checked_sub(1))
+        .is_ok()
 }
 
-/// Gives back a claim the worker could not use (the send failed).
-pub fn unclaim(words: &[AtomicU32], i: usize) {
-    if let Some(w) = words.get(1 + i) {
-        w.store(1, Ordering::Release);
+/// A worker reserves one waiting process for the connection it is about
+/// to send; false if none is idle.
+pub fn claim(words: &[AtomicU32]) -> bool {
+    words.get(IDLE).is_some_and(take_one)
+}
+
+/// Gives back a reservation the worker could not use (the send failed).
+pub fn unclaim(words: &[AtomicU32]) {
+    if let Some(w) = words.get(IDLE) {
+        w.fetch_add(1, Ordering::AcqRel);
     }
 }
 
-/// Process `i` waits for a connection (or, with `false`, no longer: it
-/// ended or took one).
-pub fn set_idle(words: &[AtomicU32], i: usize, idle: bool) {
-    if let Some(w) = words.get(1 + i) {
-        w.store(idle as u32, Ordering::Release);
+/// Process `i` (re)starts waiting for a connection: counted once.
+pub fn wait_begin(words: &[AtomicU32], i: usize) {
+    if let (Some(flag), Some(idle)) = (words.get(2 + i), words.get(IDLE)) {
+        if flag.swap(1, Ordering::AcqRel) == 0 {
+            idle.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Process `i` took a connection (the worker that sent it reserved a
+/// waiter already).
+pub fn got_connection(words: &[AtomicU32], i: usize) {
+    if let Some(flag) = words.get(2 + i) {
+        flag.store(0, Ordering::Release);
     }
 }
 
 /// Process `i` stops waiting for good (idle timeout, graceful stop): true
-/// if it may go, false if a worker claimed it meanwhile (a connection is on
-/// its way and must be served first).
+/// if it may go, false if every waiter is reserved (a connection is on its
+/// way, which it must take first).
 pub fn leave(words: &[AtomicU32], i: usize) -> bool {
-    words.get(1 + i).is_none_or(|w| {
-        w.compare_exchange(1, 0, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
-    })
+    if words
+        .get(2 + i)
+        .is_none_or(|f| f.load(Ordering::Acquire) == 0)
+    {
+        return true;
+    }
+    if claim(words) {
+        got_connection(words, i);
+        return true;
+    }
+    false
+}
+
+/// The parent reaped process `i`: if it was waiting, it no longer counts.
+pub fn died(words: &[AtomicU32], i: usize) {
+    if let (Some(flag), Some(idle)) = (words.get(2 + i), words.get(IDLE)) {
+        if flag.swap(0, Ordering::AcqRel) == 1 {
+            take_one(idle);
+        }
+    }
+}
+
+/// No process of the pool is left: nothing waits.
+pub fn reset(words: &[AtomicU32]) {
+    for w in words.iter().skip(IDLE) {
+        w.store(0, Ordering::Release);
+    }
 }
 
 /// A connection took the classic path for want of an idle process.
 pub fn note_demand(words: &[AtomicU32]) {
-    if let Some(w) = words.first() {
+    if let Some(w) = words.get(DEMAND) {
         // saturating: a tenant may have written anything here
         let _ = w.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |v| {
             Some(v.saturating_add(1))
@@ -145,7 +187,7 @@ pub fn note_demand(words: &[AtomicU32]) {
 
 /// The demand since the last call (the parent's read).
 pub fn take_demand(words: &[AtomicU32]) -> u32 {
-    words.first().map_or(0, |w| w.swap(0, Ordering::AcqRel))
+    words.get(DEMAND).map_or(0, |w| w.swap(0, Ordering::AcqRel))
 }
 
 /// How many processes the parent starts for a pool now: as many as the
@@ -257,59 +299,73 @@ mod tests {
     }
 
     #[test]
-    fn one_idle_process_gets_exactly_one_connection() {
+    fn every_connection_sent_has_a_waiting_process() {
         let t = table();
-        assert_eq!(claim_idle(&t), None);
-        set_idle(&t, 3, true);
-        assert_eq!(claim_idle(&t), Some(3));
-        assert_eq!(claim_idle(&t), None, "claimed twice");
-        unclaim(&t, 3);
-        assert_eq!(claim_idle(&t), Some(3));
-        set_idle(&t, 0, true);
-        set_idle(&t, 5, true);
-        assert_eq!(claim_idle(&t), Some(0));
-        assert_eq!(claim_idle(&t), Some(5));
-        assert_eq!(claim_idle(&t), None);
-        // a flag a tenant wrote with another value is never claimed
-        t[2].store(7, Ordering::Relaxed);
-        assert_eq!(claim_idle(&t), None);
+        assert!(!claim(&t), "nobody waits");
+        wait_begin(&t, 3);
+        wait_begin(&t, 3); // a second round of the same wait counts once
+        assert!(claim(&t));
+        assert!(!claim(&t), "one waiter, one connection");
+        unclaim(&t);
+        assert!(claim(&t));
+        // 3 is reserved; 5 starts waiting and takes that connection (any
+        // waiter may): 3 is still waiting and is the idle one now
+        wait_begin(&t, 5);
+        got_connection(&t, 5);
+        assert!(claim(&t), "3 still waits, unreserved");
+        assert!(!claim(&t));
     }
 
     #[test]
-    fn concurrent_claims_never_share_a_process() {
+    fn a_process_leaves_only_when_no_connection_is_on_its_way() {
+        let t = table();
+        wait_begin(&t, 0);
+        wait_begin(&t, 1);
+        assert!(claim(&t)); // one connection on its way, two waiters
+        assert!(leave(&t, 0), "one waiter is not reserved: it may go");
+        assert!(!leave(&t, 1), "the last waiter is reserved: it stays");
+        got_connection(&t, 1);
+        assert!(leave(&t, 1), "not waiting any more: free to go");
+        assert!(!claim(&t));
+    }
+
+    #[test]
+    fn a_waiter_that_dies_no_longer_counts() {
+        let t = table();
+        wait_begin(&t, 0);
+        wait_begin(&t, 1);
+        died(&t, 0);
+        assert!(claim(&t));
+        assert!(!claim(&t));
+        died(&t, 1); // reserved and dead: the count stays at 0
+        assert!(!claim(&t));
+        died(&t, 7); // not waiting: nothing changes
+        wait_begin(&t, 2);
+        reset(&t);
+        assert!(!claim(&t));
+        assert_eq!(t[DEMAND].load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn concurrent_claims_never_exceed_the_waiters() {
         let t = std::sync::Arc::new(table());
         for i in 0..MAX_PROCESSES {
-            set_idle(&t, i, true);
+            wait_begin(&t, i);
         }
         let handles: Vec<_> = (0..8)
             .map(|_| {
                 let t = t.clone();
                 std::thread::spawn(move || {
-                    let mut got = Vec::new();
-                    while let Some(i) = claim_idle(&t) {
-                        got.push(i);
+                    let mut n = 0;
+                    while claim(&t) {
+                        n += 1;
                     }
-                    got
+                    n
                 })
             })
             .collect();
-        let mut all: Vec<usize> = handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect();
-        all.sort();
-        assert_eq!(all, (0..MAX_PROCESSES).collect::<Vec<_>>());
-    }
-
-    #[test]
-    fn a_claimed_process_does_not_leave() {
-        let t = table();
-        set_idle(&t, 1, true);
-        assert!(leave(&t, 1), "an idle, unclaimed process leaves");
-        assert_eq!(claim_idle(&t), None, "and can no longer be claimed");
-        set_idle(&t, 1, true);
-        assert_eq!(claim_idle(&t), Some(1));
-        assert!(!leave(&t, 1), "a claimed process stays for its connection");
+        let total: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        assert_eq!(total, MAX_PROCESSES);
     }
 
     #[test]

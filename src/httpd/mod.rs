@@ -84,6 +84,8 @@ pub enum Level {
     Notice,
     Info,
     Debug,
+    /// `trace1`: per-connection detail.
+    Trace1,
 }
 
 impl Level {
@@ -97,6 +99,7 @@ impl Level {
             Level::Notice => sys::APLOG_NOTICE,
             Level::Info => sys::APLOG_INFO,
             Level::Debug => sys::APLOG_DEBUG,
+            Level::Trace1 => sys::APLOG_TRACE1,
         }
     }
 }

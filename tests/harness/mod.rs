@@ -18,6 +18,12 @@ use std::time::{Duration, Instant};
 
 pub const MODULES: &str = "/usr/lib/apache2/modules";
 
+/// Does this run test UserPools On (`ITK_TEST_USER_POOLS=1`, run-tests'
+/// second pass over the whole suite)?
+pub fn user_pools_mode() -> bool {
+    std::env::var("ITK_TEST_USER_POOLS").is_ok_and(|v| v == "1")
+}
+
 pub fn require_root() {
     // SAFETY: geteuid has no arguments and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
@@ -320,6 +326,12 @@ impl Setup {
              <FilesMatch \\.php$>\n  SetHandler application/x-httpd-php\n</FilesMatch>\n\
              <Location /server-status>\n  SetHandler server-status\n</Location>\n"
         ));
+        if user_pools_mode() {
+            // The whole suite again with UserPools On (run-tests' second
+            // pass): room for user processes above MaxRequestWorkers, which
+            // a test's own lines below may still change.
+            c.push_str("UserPools On\nServerLimit 300\nMaxRequestWorkers 150\n");
+        }
         for g in &self.global {
             c.push_str(g);
             c.push('\n');
