@@ -127,10 +127,10 @@ pub fn unclaim(words: &[AtomicU32]) {
 
 /// Process `i` (re)starts waiting for a connection: counted once.
 pub fn wait_begin(words: &[AtomicU32], i: usize) {
-    if let (Some(flag), Some(idle)) = (words.get(2 + i), words.get(IDLE)) {
-        if flag.swap(1, Ordering::AcqRel) == 0 {
-            idle.fetch_add(1, Ordering::AcqRel);
-        }
+    if let (Some(flag), Some(idle)) = (words.get(2 + i), words.get(IDLE))
+        && flag.swap(1, Ordering::AcqRel) == 0
+    {
+        idle.fetch_add(1, Ordering::AcqRel);
     }
 }
 
@@ -161,10 +161,10 @@ pub fn leave(words: &[AtomicU32], i: usize) -> bool {
 
 /// The parent reaped process `i`: if it was waiting, it no longer counts.
 pub fn died(words: &[AtomicU32], i: usize) {
-    if let (Some(flag), Some(idle)) = (words.get(2 + i), words.get(IDLE)) {
-        if flag.swap(0, Ordering::AcqRel) == 1 {
-            take_one(idle);
-        }
+    if let (Some(flag), Some(idle)) = (words.get(2 + i), words.get(IDLE))
+        && flag.swap(0, Ordering::AcqRel) == 1
+    {
+        take_one(idle);
     }
 }
 
