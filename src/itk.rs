@@ -927,6 +927,12 @@ fn switched() -> bool {
     conn_state().is_switched()
 }
 
+/// Has a request of this process failed to get its identity (or did the
+/// switch hook fail)? A user process then serves no further connection.
+pub fn identity_failed() -> bool {
+    *conn_state() == ConnState::Failed
+}
+
 /// core's dirwalk stat just ran: EACCES on a main request after the switch
 /// closes the connection (a fresh connection may well succeed).
 pub fn after_stat(r: Request, status: i32) {

@@ -847,7 +847,7 @@ fn user_process_ended(
             0,
             Some(s),
             &format!(
-                "user process pid {} of user {user} (slot {slot}) died on signal {sig};                  a replacement starts on demand",
+                "user process pid {} of user {user} (slot {slot}) was killed by signal {sig}; a replacement starts on demand",
                 dead.pid
             ),
         );

@@ -365,7 +365,7 @@ pub fn pool_user(pool: usize) -> String {
 /// A pool process: never returns. Runs in a process the root parent just
 /// forked into scoreboard slot `slot`.
 pub fn process_main(slot: usize, pool: usize, index: usize, num_listeners: usize) -> ! {
-    child::set_worker_signals();
+    child::set_pool_process_signals();
     let mut w = match Worker::init(slot, 0, num_listeners) {
         Ok(w) => w,
         Err(e) => {
@@ -459,11 +459,21 @@ pub fn process_main(slot: usize, pool: usize, index: usize, num_listeners: usize
                     continue;
                 }
                 let _ = handoff::set_blocking(fd.as_raw_fd());
-                if let Err(e) = w.serve_fd(fd) {
+                itk::test_panic_point("child");
+                child::set_serving(true);
+                let served_ok = w.serve_fd(fd);
+                child::set_serving(false);
+                if let Err(e) = served_ok {
                     ffi::log(Level::Info, 0, Server::main(), &format!("UserPools: {e}"));
                 }
                 served += 1;
                 if max_conns > 0 && served >= max_conns {
+                    break;
+                }
+                // A request of that connection could not get its identity
+                // (or the switch hook failed): this process is not trusted
+                // with another connection.
+                if itk::identity_failed() {
                     break;
                 }
             }

@@ -34,7 +34,7 @@ fn one(mech: &str, buffered: bool, listeners: usize) {
         setup = setup.global(format!("Listen 127.0.0.1:{second}"));
     }
     write(&setup.docroot("").join("index.html"), "hello", 0o644);
-    let srv = setup.start();
+    let mut srv = setup.start();
     let what = format!("Mutex {mech}, BufferedLogs {buffered}, {listeners} listener(s)");
     let ports: Vec<u16> = if listeners == 2 {
         vec![srv.port(), second]
@@ -60,7 +60,11 @@ fn one(mech: &str, buffered: bool, listeners: usize) {
         sent += 1;
     }
     // A buffered log is written when the connection child exits, just
-    // after the client saw its answer.
+    // after the client saw its answer; with UserPools, when the user
+    // process exits (as a prefork child's): here, at the stop.
+    if user_pools_mode() && buffered {
+        srv.stop();
+    }
     let log_path = d.join("logs/access.log");
     let count = |p: &std::path::Path| {
         std::fs::read_to_string(p)

@@ -118,9 +118,11 @@ fn holds_socket(pid: i32, inode: &str) -> bool {
     })
 }
 
-/// A slow client: half a request, so that its connection child waits
+/// A slow client: half a request, so that the process that holds it waits
 /// before the switch. Returns the stream, the worker that accepted it and
-/// the connection child (the worker's child that holds the connection).
+/// the process that holds the connection: the worker's connection child,
+/// or with UserPools On the worker itself, which peeks at the request head
+/// before it chooses a path.
 fn half_request(srv: &Server) -> (std::net::TcpStream, i32, i32) {
     let mut s = srv.connect();
     write!(s, "GET /status.php HTTP/1.1\r\nHost: alice.test\r\n").unwrap();
@@ -132,6 +134,9 @@ fn half_request(srv: &Server) -> (std::net::TcpStream, i32, i32) {
                     if holds_socket(c, &inode) {
                         return (s, w, c);
                     }
+                }
+                if user_pools_mode() && holds_socket(w, &inode) {
+                    return (s, w, w);
                 }
             }
         }

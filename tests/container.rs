@@ -126,7 +126,10 @@ fn starts_warns_and_serves_with_dockers_default_capabilities() {
 fn documents_only_the_vhost_user_can_reach_get_403_without_dac_read_search() {
     let alice = TestUser::create(false);
     let bob = TestUser::create(false);
-    let (srv, dir) = container_server(&alice, &bob, &[]);
+    // The classic path, where the worker (User, without the capability)
+    // maps the URL to the file before the switch. (A user process of
+    // alice's runs as alice from the start: it serves such a tree.)
+    let (srv, dir) = container_server(&alice, &bob, &["UserPools Off"]);
     let da = dir.join("docs/a");
     chown(&da, alice.uid, alice.gid);
     std::fs::set_permissions(&da, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();

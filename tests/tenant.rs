@@ -43,6 +43,9 @@ fn a_vhost_without_assign_user_id_cannot_stop_the_workers() {
     write(&d.join("kill.php"), KILL_PHP, 0o644);
     write(&d.join("index.html"), "alive", 0o644);
     let srv = setup
+        // (a connection child before the switch exists on the classic path
+        // only: with UserPools the worker holds a half request)
+        .global("UserPools Off")
         .vhost(VHost::new("plain.test").line(format!("DocumentRoot {}", d.display())))
         .start();
     // a connection child that has not switched yet: it waits for the rest

@@ -416,7 +416,13 @@ fn a_thread_that_kept_its_capabilities_fails_the_request_closed() {
     let (setup, hooks) = Setup::new().with_test_hooks();
     let da = setup.docroot("a");
     write(&da.join("who.php"), WHOAMI_PHP, 0o644);
-    let srv = setup.vhost(VHost::of("alice.test", &da, &alice)).start();
+    // The classic path: a connection child runs child_init before the
+    // switch. (A user process runs it after: a thread it starts there was
+    // never privileged.)
+    let srv = setup
+        .global("UserPools Off")
+        .vhost(VHost::of("alice.test", &da, &alice))
+        .start();
     write(&hooks.join("thread-keeps-caps"), "", 0o666);
     let r = expect_failed_closed(&srv, "alice.test", "/who.php");
     assert!(

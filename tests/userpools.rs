@@ -112,6 +112,7 @@ fn connections_go_to_a_persistent_process_of_the_vhosts_user() {
     let pids = std::collections::HashSet::from([a]);
     let b = warm(srv, "bob.test");
     assert_ne!(a, b);
+    std::thread::sleep(Duration::from_millis(100));
     let (pid, uid, euid, gid) = who(srv, "bob.test");
     assert_eq!((uid, euid, gid), (p.bob.uid, p.bob.uid, p.bob.gid));
     assert!(is_user_process(srv, pid) && !pids.contains(&pid));

@@ -63,6 +63,41 @@ pub fn set_worker_signals() {
     set_handler(AP_SIG_GRACEFUL, Handler::Run(worker_stop_listening));
 }
 
+/// Set while a user process serves a connection.
+static SERVING: AtomicBool = AtomicBool::new(false);
+
+/// A user process (UserPools) serves a connection (true) or waits for one.
+pub fn set_serving(on: bool) {
+    SERVING.store(on, Ordering::SeqCst);
+}
+
+extern "C" fn pool_process_graceful(_sig: c_int) {
+    // Finish the current connection, then exit: the wait for the next one
+    // is interrupted and sees the flag.
+    DIE_NOW.store(true, Ordering::SeqCst);
+}
+
+extern "C" fn pool_process_just_die(_sig: c_int) {
+    // Stop or restart: as prefork's just_die, which ends the child through
+    // clean_child_exit at once (its cleanups flush BufferedLogs), also in
+    // the middle of a connection. Between connections, the wait is
+    // interrupted and the loop ends the same way outside the handler.
+    DIE_NOW.store(true, Ordering::SeqCst);
+    if SERVING.load(Ordering::SeqCst) {
+        end(0, true)
+    }
+}
+
+/// Signal setup for a user process (UserPools), as prefork's child:
+/// stop and restart end it now, graceful after its current connection.
+pub fn set_pool_process_signals() {
+    set_handler(libc::SIGTERM, Handler::Run(pool_process_just_die));
+    set_handler(libc::SIGHUP, Handler::Run(pool_process_just_die));
+    set_handler(AP_SIG_GRACEFUL, Handler::Run(pool_process_graceful));
+    set_handler(libc::SIGINT, Handler::Ignore);
+    set_handler(AP_SIG_GRACEFUL_STOP, Handler::Ignore);
+}
+
 /// Signal setup for a process that serves one connection to its end:
 /// stop/restart kill it (default action); a graceful signal lets it finish.
 pub fn set_finish_connection_signals() {

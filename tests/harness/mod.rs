@@ -18,6 +18,21 @@ use std::time::{Duration, Instant};
 
 pub const MODULES: &str = "/usr/lib/apache2/modules";
 
+/// Is `pid` a user process (UserPools) rather than a worker: one uid, not
+/// root, and no permitted capability (a worker always keeps CAP_SETUID or
+/// runs as root).
+pub fn is_user_process(pid: i32) -> bool {
+    let st = proc_status(pid);
+    let uids: Vec<String> = status_field(&st, "Uid")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    uids.len() == 4
+        && uids.iter().all(|u| *u == uids[0] && u != "0")
+        && status_field(&st, "CapPrm").as_deref() == Some("0000000000000000")
+}
+
 /// Does this run test UserPools On (`ITK_TEST_USER_POOLS=1`, run-tests'
 /// second pass over the whole suite)?
 pub fn user_pools_mode() -> bool {
@@ -404,10 +419,12 @@ impl Setup {
                     })
                     .is_ok_and(|r| r.status > 0);
                 if answered {
-                    return Server {
+                    let srv = Server {
                         setup: self,
                         child: Some(child),
                     };
+                    srv.warm_user_pools();
+                    return srv;
                 }
                 if Instant::now() >= deadline {
                     break;
@@ -497,11 +514,16 @@ pub fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
 }
 
 /// The connection children of `srv`'s workers right now.
+/// The processes that serve connections: the workers' connection
+/// children, and with UserPools the user processes.
 pub fn connection_children(srv: &Server) -> Vec<i32> {
-    srv.worker_pids()
+    let mut v: Vec<i32> = srv
+        .worker_pids()
         .into_iter()
         .flat_map(children_of)
-        .collect()
+        .collect();
+    v.extend(srv.user_processes());
+    v
 }
 
 /// A parsed HTTP response.
@@ -644,9 +666,44 @@ impl Server {
         self.child.as_ref().map_or(0, |c| c.id() as i32)
     }
 
-    /// Direct children of the parent (the workers).
+    /// The workers: the parent's children but its user processes
+    /// (UserPools).
     pub fn worker_pids(&self) -> Vec<i32> {
         children_of(self.parent_pid())
+            .into_iter()
+            .filter(|p| !is_user_process(*p))
+            .collect()
+    }
+
+    /// With UserPools On (the suite's second pass), one request to every
+    /// vhost and a wait for the user processes it asks for, so that the
+    /// test's own requests are served by them rather than by the classic
+    /// path that cold users take.
+    fn warm_user_pools(&self) {
+        let off = self
+            .setup
+            .global
+            .iter()
+            .any(|g| g.contains("UserPools Off"));
+        if !user_pools_mode() || off {
+            return;
+        }
+        let names: Vec<String> = self.setup.vhosts.iter().map(|v| v.name.clone()).collect();
+        for name in names
+            .iter()
+            .chain(std::iter::once(&"localhost".to_string()))
+        {
+            let _ = self.try_get(name, "/");
+        }
+        wait_until(3, || !self.user_processes().is_empty());
+    }
+
+    /// The parent's user processes (UserPools).
+    pub fn user_processes(&self) -> Vec<i32> {
+        children_of(self.parent_pid())
+            .into_iter()
+            .filter(|p| is_user_process(*p))
+            .collect()
     }
 
     pub fn signal(&self, sig: i32) {
