@@ -438,10 +438,21 @@ pub fn process_main(slot: usize, pool: usize, index: usize, num_listeners: usize
     let max_conns = core::max_requests_per_child().max(0) as u64;
     let mut served: u64 = 0;
     let flags = words.words();
+    // mod_status: whose process this is, and for which vhosts.
+    let descr = format!(
+        "[user {} uid {}] {}",
+        identity.user,
+        identity.uid,
+        table()
+            .as_ref()
+            .map(|t| t.pools[pool].vhosts.join(" "))
+            .unwrap_or_default()
+    );
     loop {
         if child::die_now() {
             break;
         }
+        w.set_idle_descr(&descr);
         pools::wait_begin(flags, index);
         match handoff::recv_fd(recv.as_raw_fd(), idle_ms) {
             Ok(Received::Fd(fd)) => {

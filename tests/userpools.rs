@@ -147,8 +147,21 @@ fn connections_go_to_a_persistent_process_of_the_vhosts_user() {
         }
         assert_eq!(status_field(&st, "Seccomp").unwrap(), "2");
     }
-    // no worker and no connection child served these
-    assert!(srv.error_log().contains("UserPools"), "{}", srv.error_log());
+    // mod_status lists the user processes with their user and vhosts
+    let status = srv.get("localhost", "/server-status");
+    assert!(
+        status.body.contains(&format!(
+            "[user {} uid {}] alice.test",
+            p.alice.name, p.alice.uid
+        )),
+        "{}",
+        status.body
+    );
+    assert!(
+        status
+            .body
+            .contains(&format!("[user {} uid {}]", p.bob.name, p.bob.uid))
+    );
 }
 
 #[test]

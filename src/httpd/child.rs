@@ -335,6 +335,18 @@ impl Child {
         unsafe { sys::apr_pool_clear(self.ptrans) }
     }
 
+    /// Marks the slot idle with `descr` in mod_status's request column
+    /// (`ap_update_child_status_descr`; shown with ExtendedStatus, which
+    /// mod_status turns on).
+    pub fn set_idle_descr(&self, descr: &str) {
+        let d = super::cstring_lossy(descr);
+        // SAFETY: sbh was created for this process's slot; httpd copies the
+        // NUL-terminated string.
+        unsafe {
+            sys::ap_update_child_status_descr(self.sbh, sys::SERVER_READY as c_int, d.as_ptr())
+        };
+    }
+
     /// `ap_update_child_status(sbh, status, NULL)`.
     pub fn set_status(&self, status: i32) {
         // SAFETY: sbh was created for this worker's slot.

@@ -320,9 +320,12 @@ impl<'s> Server<'s> {
     pub fn timeout_secs(&self) -> u64 {
         (self.get().timeout.max(0) as u64).div_ceil(1_000_000)
     }
-    /// `ServerName:port` and the `<VirtualHost>` addresses, for log lines.
+    /// `ServerName`, with `:port` if the ServerName gave one, for log lines.
     pub fn describe(&self) -> String {
-        format!("{}:{}", self.hostname(), self.get().port)
+        match self.get().port {
+            0 => self.hostname(),
+            port => format!("{}:{port}", self.hostname()),
+        }
     }
 }
 

@@ -776,7 +776,9 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
-        let _ = fs::remove_dir_all(&self.setup.dir);
+        if std::env::var_os("ITK_TEST_KEEP").is_none() {
+            let _ = fs::remove_dir_all(&self.setup.dir);
+        }
     }
 }
 
