@@ -434,7 +434,11 @@ pub fn process_main(slot: usize, pool: usize, index: usize, num_listeners: usize
         ),
     );
     let st = config::state().globals;
-    let idle_ms = st.pool_idle_timeout.saturating_mul(1000);
+    // (every process of the pool sets the same value on the shared end)
+    if let Err(e) = handoff::set_recv_timeout(recv.as_raw_fd(), st.pool_idle_timeout.max(1) as u64)
+    {
+        fail(format!("SO_RCVTIMEO: {e}"))
+    }
     let max_conns = core::max_requests_per_child().max(0) as u64;
     let mut served: u64 = 0;
     let flags = words.words();
@@ -454,7 +458,7 @@ pub fn process_main(slot: usize, pool: usize, index: usize, num_listeners: usize
         }
         w.set_idle_descr(&descr);
         pools::wait_begin(flags, index);
-        match handoff::recv_fd(recv.as_raw_fd(), idle_ms) {
+        match handoff::recv_fd_blocking(recv.as_raw_fd()) {
             Ok(Received::Fd(fd)) => {
                 pools::got_connection(flags, index);
                 if let Err(e) = handoff::check_connection(fd.as_raw_fd(), &ports) {

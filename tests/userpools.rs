@@ -147,8 +147,11 @@ fn connections_go_to_a_persistent_process_of_the_vhosts_user() {
         }
         assert_eq!(status_field(&st, "Seccomp").unwrap(), "2");
     }
-    // mod_status lists the user processes with their user and vhosts
-    let status = srv.get("localhost", "/server-status");
+    // mod_status lists the user processes with their user and vhosts (asked
+    // through dyn.test, a vhost of User's: alice's one process must stay
+    // idle, "localhost" would be the default vhost, hers)
+    std::thread::sleep(Duration::from_millis(200));
+    let status = srv.get("dyn.test", "/server-status");
     assert!(
         status.body.contains(&format!(
             "[user {} uid {}] alice.test",
@@ -168,12 +171,15 @@ fn connections_go_to_a_persistent_process_of_the_vhosts_user() {
 fn a_request_for_another_users_vhost_is_never_served_by_a_user_process() {
     let p = start(&[], &[]);
     let srv = &p.srv;
-    let a = warm(srv, "alice.test");
-    // keep-alive: alice's vhost, then bob's on the same connection
+    warm(srv, "alice.test");
+    std::thread::sleep(Duration::from_millis(100));
+    // keep-alive: alice's vhost (served by one of her user processes), then
+    // bob's on the same connection
     let mut s = srv.connect();
     write!(s, "GET /pid.php HTTP/1.1\r\nHost: alice.test\r\n\r\n").unwrap();
     let r = read_response(&mut s).unwrap();
-    assert!(r.body.starts_with(&a.to_string()), "{}", r.body);
+    let served: i32 = r.body.split(' ').next().unwrap().parse().unwrap();
+    assert!(is_user_process(srv, served), "{}", r.body);
     write!(s, "GET /pid.php HTTP/1.1\r\nHost: bob.test\r\n\r\n").unwrap();
     assert!(
         read_response(&mut s).is_err(),

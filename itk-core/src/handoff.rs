@@ -202,7 +202,9 @@ pub enum Received {
 }
 
 /// Waits up to `timeout_ms` (-1: forever) for one descriptor on the
-/// receiving end `chan`; it arrives close-on-exec.
+/// receiving end `chan`; it arrives close-on-exec. (`poll` wakes every
+/// process waiting on the same end; processes that share one wait with
+/// [`recv_fd_blocking`].)
 pub fn recv_fd(chan: RawFd, timeout_ms: i32) -> io::Result<Received> {
     let mut p = libc::pollfd {
         fd: chan,
@@ -222,6 +224,39 @@ pub fn recv_fd(chan: RawFd, timeout_ms: i32) -> io::Result<Received> {
     if rc == 0 {
         return Ok(Received::Timeout);
     }
+    recv_msg(chan, libc::MSG_DONTWAIT, Received::Taken)
+}
+
+/// Sets how long [`recv_fd_blocking`] waits on the receiving end `chan`
+/// (for every process sharing it).
+pub fn set_recv_timeout(chan: RawFd, secs: u64) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: secs.min(i32::MAX as u64) as libc::time_t,
+        tv_usec: 0,
+    };
+    // SAFETY: setsockopt with a pointer to a live timeval and its size.
+    cvt(unsafe {
+        libc::setsockopt(
+            chan,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            &tv as *const libc::timeval as *const libc::c_void,
+            size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// Waits for one descriptor on `chan` in a blocking `recvmsg`, up to the
+/// socket's receive timeout ([`set_recv_timeout`]). The kernel wakes one
+/// waiter per message (an exclusive wait), not every process that shares
+/// the end, as `poll` would. A signal interrupts it.
+pub fn recv_fd_blocking(chan: RawFd) -> io::Result<Received> {
+    recv_msg(chan, 0, Received::Timeout)
+}
+
+/// One `recvmsg` of a descriptor; `on_again` is what EAGAIN means.
+fn recv_msg(chan: RawFd, flags: libc::c_int, on_again: Received) -> io::Result<Received> {
     let mut byte = [0u8; 1];
     let mut iov = libc::iovec {
         iov_base: byte.as_mut_ptr() as *mut libc::c_void,
@@ -237,15 +272,15 @@ pub fn recv_fd(chan: RawFd, timeout_ms: i32) -> io::Result<Received> {
         msg.msg_iovlen = 1;
         msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
         msg.msg_controllen = space as _;
-        let n = libc::recvmsg(chan, &mut msg, libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT);
+        let n = libc::recvmsg(chan, &mut msg, libc::MSG_CMSG_CLOEXEC | flags);
         (n, msg)
     };
     if n < 0 {
         let e = io::Error::last_os_error();
         return match e.raw_os_error() {
             Some(libc::EINTR) => Ok(Received::Interrupted),
-            // another reader took it
-            Some(libc::EAGAIN) => Ok(Received::Taken),
+            // (polled: another reader took it; blocking: the timeout)
+            Some(libc::EAGAIN) => Ok(on_again),
             _ => Err(e),
         };
     }
@@ -520,6 +555,24 @@ mod tests {
                 .unwrap_err()
                 .contains("stream")
         );
+    }
+
+    #[test]
+    fn a_blocking_receive_times_out_and_gets_a_descriptor() {
+        let ch = Channel::new().unwrap();
+        set_recv_timeout(ch.recv.as_raw_fd(), 1).unwrap();
+        let t = Instant::now();
+        assert!(matches!(
+            recv_fd_blocking(ch.recv.as_raw_fd()).unwrap(),
+            Received::Timeout
+        ));
+        assert!(t.elapsed() >= Duration::from_millis(900));
+        let (_c, s, _l) = pair();
+        send_fd(ch.send.as_raw_fd(), s.as_raw_fd()).unwrap();
+        assert!(matches!(
+            recv_fd_blocking(ch.recv.as_raw_fd()).unwrap(),
+            Received::Fd(_)
+        ));
     }
 
     #[test]
