@@ -377,11 +377,15 @@ pub fn enter_worker_sandbox() -> Result<(), String> {
 
 /// The worker hands an accepted connection to a connection child and waits
 /// for it; the scoreboard slot shows the connection while the child serves.
-pub fn serve_connection(w: &Worker, sock: Accepted) {
+///
+/// `forget` runs in the connection child before it reads a byte: what the
+/// caller holds that vhost code must not reach (UserPools: every pool's
+/// channel and shared words).
+pub fn serve_connection(w: &Worker, sock: Accepted, forget: fn()) {
     MY_SLOT.store(w.slot(), Ordering::Relaxed);
     // The connection child runs inside its own panic boundary: a panic
     // there ends this connection only.
-    match process::fork_process("connection child", || connection_child(w, &sock)) {
+    match process::fork_process("connection child", || connection_child(w, &sock, forget)) {
         Ok(child) => {
             match child::wait_helper(child) {
                 Ok(ChildEnd::Exited(0)) => {}
@@ -428,11 +432,13 @@ pub fn serve_connection(w: &Worker, sock: Accepted) {
 }
 
 /// The connection child: never returns.
-fn connection_child(w: &Worker, sock: &Accepted) -> ! {
+fn connection_child(w: &Worker, sock: &Accepted, forget: fn()) -> ! {
     child::set_finish_connection_signals();
     test_panic_point("child");
     // Before a byte is read: nothing vhost code could misuse stays open
-    // (the listening sockets, the pipe of death, the accept mutex).
+    // (the listening sockets, the pipe of death, the accept mutex, the
+    // user pools' channels and words).
+    forget();
     if let Err(e) = w.close_listening_side() {
         ffi::log(
             Level::Err,

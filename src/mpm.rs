@@ -481,6 +481,7 @@ fn make_pool_child(slot: usize, pool: usize, index: usize) {
             kids.set_kind(slot, mpm_itk_core::pools::encode_kind(pool, index));
             kids.started(slot, pid, r.my_generation());
             scoreboard::note_child_started(slot, pid, r.my_generation());
+            crate::pools::process_started(pool);
         }
     }
 }
@@ -489,6 +490,7 @@ fn make_pool_child(slot: usize, pool: usize, index: usize) {
 /// connections took the classic path for want of one, in the free slots
 /// between MaxRequestWorkers and ServerLimit.
 fn maintain_pools(kids: &Children, generation: i32) {
+    end_old_user_processes(kids, generation);
     let t = tuning();
     let live: Vec<(usize, usize)> = kids
         .live()
@@ -501,6 +503,44 @@ fn maintain_pools(kids: &Children, generation: i32) {
         .collect();
     for (slot, pool, index) in crate::pools::spawn_orders(&live, &free) {
         make_pool_child(slot, pool, index);
+    }
+}
+
+/// User processes of an earlier generation were told to finish (graceful
+/// restart); one that is still there after GracefulShutdownTimeout (or 5
+/// minutes without one) ignores it (its code may have replaced the signal
+/// handler): it is killed, so old generations cannot pile up in the slots.
+fn end_old_user_processes(kids: &Children, generation: i32) {
+    static SEEN: std::sync::Mutex<Vec<(i32, std::time::Instant)>> =
+        std::sync::Mutex::new(Vec::new());
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    let old: Vec<i32> = kids
+        .live()
+        .filter(|(slot, c)| c.generation != generation && kids.pool_of(*slot).is_some())
+        .map(|(_, c)| c.pid)
+        .collect();
+    seen.retain(|(pid, _)| old.contains(pid));
+    let grace = match core::graceful_shutdown_timeout() {
+        n if n > 0 => std::time::Duration::from_secs(n as u64),
+        _ => std::time::Duration::from_secs(300),
+    };
+    for pid in old {
+        match seen.iter().find(|(p, _)| *p == pid) {
+            None => seen.push((pid, std::time::Instant::now())),
+            Some((_, since)) if since.elapsed() > grace => {
+                ffi::log(
+                    Level::Warn,
+                    0,
+                    Server::main(),
+                    &format!(
+                        "user process pid {pid} of an earlier generation did not finish within {} s; killing it",
+                        grace.as_secs()
+                    ),
+                );
+                process::signal_child(pid, libc::SIGKILL);
+            }
+            Some(_) => {}
+        }
     }
 }
 
@@ -719,7 +759,7 @@ fn child_main(slot: usize, bucket: usize) -> ! {
             AcceptOutcome::Got(sock) => {
                 crate::itk::test_panic_point("worker");
                 if let Some(sock) = crate::pools::dispatch(&w, sock) {
-                    crate::itk::serve_connection(&w, sock)
+                    crate::itk::serve_connection(&w, sock, crate::pools::forget)
                 }
             }
             AcceptOutcome::Retry => continue,

@@ -28,7 +28,7 @@ use mpm_itk_core::peek::{self, Http, HttpLimits, Proxy};
 use mpm_itk_core::pools::{self, PoolKey, VhostFacts};
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -51,6 +51,11 @@ struct Table {
     /// mod_remoteip expects a PROXY header somewhere.
     proxy_protocol: bool,
     max_processes: usize,
+    /// Word `i`: how many processes of pool `i` run, as the parent counts
+    /// them. Mapped in the parent and the workers only (no user process,
+    /// no connection child): a pool's own idle count, which its processes
+    /// can write, is never believed beyond it.
+    alive: Option<SharedWords>,
 }
 
 static TABLE: Mutex<Option<Table>> = Mutex::new(None);
@@ -160,7 +165,9 @@ pub fn post_config(pconf: Pool, s: Server) -> Result<(), String> {
             ),
         );
     }
+    let alive = SharedWords::new(pools.len()).map_err(|e| format!("UserPools: mmap: {e}"))?;
     *table() = Some(Table {
+        alive: Some(alive),
         pools,
         routes,
         proxy_protocol: core::module_loaded(c"mod_remoteip.c")
@@ -244,6 +251,18 @@ pub fn dispatch(w: &Worker, sock: Accepted) -> Option<Accepted> {
     let (Some(ch), Some(words)) = (&pool.channel, &pool.words) else {
         return Some(sock);
     };
+    // A pool's idle count above the processes it has was written by one of
+    // them: connections sent on it would wait in the channel.
+    let alive = t.alive.as_ref().map_or(0, |a| {
+        a.words().get(i).map_or(0, |w| w.load(Ordering::Acquire))
+    });
+    if pools::idle_count(words.words()) > alive {
+        classic(&format_args!(
+            "user {}'s idle count exceeds its processes",
+            pool.identity.user
+        ));
+        return Some(sock);
+    }
     if !pools::claim(words.words()) {
         pools::note_demand(words.words());
         classic(&format_args!(
@@ -310,10 +329,38 @@ pub fn spawn_orders(live: &[(usize, usize)], free: &[usize]) -> Vec<SpawnOrder> 
     out
 }
 
+/// The parent started a process of pool `pool`.
+pub fn process_started(pool: usize) {
+    with_alive(pool, |w| {
+        w.fetch_add(1, Ordering::AcqRel);
+    });
+}
+
+fn with_alive(pool: usize, f: impl FnOnce(&AtomicU32)) {
+    let guard = table();
+    if let Some(w) = guard
+        .as_ref()
+        .and_then(|t| t.alive.as_ref())
+        .and_then(|a| a.words().get(pool))
+    {
+        f(w);
+    }
+}
+
+/// Everything of the pools a process that runs vhost code on the classic
+/// path (a connection child) must not reach: every pool's channel ends and
+/// shared words are closed and unmapped here, before it reads a byte.
+pub fn forget() {
+    *table() = None;
+}
+
 /// The parent reaped process `index` of pool `pool`: it no longer waits
 /// for connections; with no process of the pool left, connections already
 /// sent to it are closed (no one would ever read them).
 pub fn process_ended(pool: usize, index: usize, others_alive: bool) {
+    with_alive(pool, |w| {
+        let _ = w.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| v.checked_sub(1));
+    });
     let guard = table();
     let Some(p) = guard.as_ref().and_then(|t| t.pools.get(pool)) else {
         return;
@@ -330,7 +377,9 @@ pub fn process_ended(pool: usize, index: usize, others_alive: bool) {
     }
     if let Some(ch) = &p.channel {
         let mut dropped = 0;
-        loop {
+        // (bounded: the channel's other end is in the workers only, but
+        // the parent must never be kept here)
+        for _ in 0..1024 {
             match handoff::recv_fd(ch.recv.as_raw_fd(), 0) {
                 Ok(Received::Fd(fd)) => {
                     drop(fd);
@@ -396,6 +445,7 @@ pub fn process_main(slot: usize, pool: usize, index: usize, num_listeners: usize
         let Some(t) = guard.as_mut() else {
             fail("no pools in this generation".into())
         };
+        t.alive = None;
         let mut mine = None;
         for (i, p) in t.pools.iter_mut().enumerate() {
             let ch = p.channel.take();
@@ -434,11 +484,14 @@ pub fn process_main(slot: usize, pool: usize, index: usize, num_listeners: usize
         ),
     );
     let st = config::state().globals;
-    // (every process of the pool sets the same value on the shared end)
-    if let Err(e) = handoff::set_recv_timeout(recv.as_raw_fd(), st.pool_idle_timeout.max(1) as u64)
-    {
+    // Waits of a second (every process of the pool sets the same value on
+    // the shared end): a graceful signal that arrives just before a wait
+    // is seen within a second; UserPoolIdleTimeout counts them.
+    if let Err(e) = handoff::set_recv_timeout(recv.as_raw_fd(), 1) {
         fail(format!("SO_RCVTIMEO: {e}"))
     }
+    let idle_limit = st.pool_idle_timeout.max(1) as u32;
+    let mut idle_secs = 0;
     let max_conns = core::max_requests_per_child().max(0) as u64;
     let mut served: u64 = 0;
     let flags = words.words();
@@ -460,6 +513,7 @@ pub fn process_main(slot: usize, pool: usize, index: usize, num_listeners: usize
         pools::wait_begin(flags, index);
         match handoff::recv_fd_blocking(recv.as_raw_fd()) {
             Ok(Received::Fd(fd)) => {
+                idle_secs = 0;
                 pools::got_connection(flags, index);
                 if let Err(e) = handoff::check_connection(fd.as_raw_fd(), &ports) {
                     ffi::log(
@@ -494,11 +548,15 @@ pub fn process_main(slot: usize, pool: usize, index: usize, num_listeners: usize
             }
             Ok(Received::Interrupted) | Ok(Received::Junk) | Ok(Received::Taken) => {}
             Ok(Received::Timeout) => {
-                if pools::leave(flags, index) {
+                idle_secs += 1;
+                if idle_secs >= idle_limit && pools::leave(flags, index) {
                     break;
                 }
-                // every waiter is reserved: a connection is on its way
+                // (not idle long enough, or every waiter is reserved: a
+                // connection is on its way)
             }
+            // no worker and no parent left to send anything
+            Ok(Received::Closed) => break,
             Err(e) => fail(format!("recvmsg: {e}")),
         }
     }

@@ -162,8 +162,11 @@ fn stop_leaves_nothing_behind() {
 
 #[test]
 fn idle_workers_converge_into_the_spare_range_after_a_burst() {
+    // (the workers' spare arithmetic; with UserPools, mod_status's
+    // IdleWorkers also counts the user processes waiting for a connection)
     let setup = Setup::new()
-        .global("StartServers 2\nMinSpareServers 2\nMaxSpareServers 4\nExtendedStatus On");
+        .global("StartServers 2\nMinSpareServers 2\nMaxSpareServers 4\nExtendedStatus On")
+        .global("UserPools Off");
     write(
         &setup.dir.join("docs/slow.php"),
         "<?php usleep(700000); echo 'ok';",

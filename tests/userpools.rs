@@ -308,3 +308,49 @@ fn idle_user_processes_exit_and_max_connections_recycles_them() {
         "user process {b} did not exit when idle"
     );
 }
+
+/// What a process serving a connection holds: PHP lists its sockets.
+const SOCKETS_PHP: &str = "<?php $n = 0; foreach (scandir('/proc/self/fd') as $f) { if (str_starts_with((string)@readlink(\"/proc/self/fd/$f\"), 'socket:')) $n++; } echo $n;";
+
+#[test]
+fn vhost_code_holds_no_other_users_channel() {
+    // dyn.test takes the classic path (an expression): its connection
+    // child, where tenant code runs, must hold no pool's channel, only its
+    // client's socket; a user process holds its own pool's receiving end
+    // and its client's socket.
+    let p = start(
+        &["LimitUIDRange 100 60000", "LimitGIDRange 100 60000"],
+        &[format!("AssignUserIDExpr {}", "%{HTTP:X-User}")],
+    );
+    let srv = &p.srv;
+    for d in ["a", "d"] {
+        write(
+            &srv.setup.dir.join("docs").join(d).join("fds.php"),
+            SOCKETS_PHP,
+            0o644,
+        );
+    }
+    let mut s = srv.connect();
+    write!(
+        s,
+        "GET /fds.php HTTP/1.1\r\nHost: dyn.test\r\nX-User: {}\r\nConnection: close\r\n\r\n",
+        p.bob.name
+    )
+    .unwrap();
+    let r = read_response(&mut s).unwrap();
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, "1"),
+        "{}",
+        srv.error_log()
+    );
+    warm(srv, "alice.test");
+    std::thread::sleep(Duration::from_millis(100));
+    let r = srv.get("alice.test", "/fds.php");
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, "2"),
+        "{}",
+        srv.error_log()
+    );
+}

@@ -45,7 +45,8 @@ pub enum Peeked {
     More(usize),
     /// The deadline passed with no more bytes.
     Timeout,
-    /// The peer closed (or reset) the connection.
+    /// The peer closed (or reset) the connection, or shut its sending side
+    /// down: no more bytes will come.
     Closed,
 }
 
@@ -67,6 +68,7 @@ pub fn peek(fd: RawFd, buf: &mut [u8], have: usize, deadline: Instant) -> io::Re
 }
 
 fn peek_wait(fd: RawFd, buf: &mut [u8], have: usize, deadline: Instant) -> io::Result<Peeked> {
+    let mut stalled = false;
     loop {
         // SAFETY: recv into a live buffer of the given length.
         let n = unsafe {
@@ -101,7 +103,7 @@ fn peek_wait(fd: RawFd, buf: &mut [u8], have: usize, deadline: Instant) -> io::R
         let ms = (deadline - now).as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
         let mut p = libc::pollfd {
             fd,
-            events: libc::POLLIN,
+            events: libc::POLLIN | libc::POLLRDHUP,
             revents: 0,
         };
         // SAFETY: one live pollfd.
@@ -112,9 +114,18 @@ fn peek_wait(fd: RawFd, buf: &mut [u8], have: usize, deadline: Instant) -> io::R
         if rc == 0 {
             return Ok(Peeked::Timeout);
         }
-        if p.revents & (libc::POLLHUP | libc::POLLERR) != 0 && p.revents & libc::POLLIN == 0 {
+        // The peer will send nothing more (it shut its side down, or the
+        // connection failed): what is there is all there will be. Polling
+        // again would return at once, whatever the low-water mark.
+        if p.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLRDHUP) != 0 {
             return Ok(Peeked::Closed);
         }
+        if rc > 0 && stalled {
+            // readable twice with nothing new (the low-water mark is capped
+            // at half the receive buffer): stop rather than spin
+            return Ok(Peeked::Timeout);
+        }
+        stalled = rc > 0;
     }
 }
 
@@ -199,6 +210,8 @@ pub enum Received {
     /// A message without a descriptor, or with a truncated control part
     /// (any descriptor in it was closed).
     Junk,
+    /// Every sending end is closed: nothing will ever come.
+    Closed,
 }
 
 /// Waits up to `timeout_ms` (-1: forever) for one descriptor on the
@@ -283,6 +296,9 @@ fn recv_msg(chan: RawFd, flags: libc::c_int, on_again: Received) -> io::Result<R
             Some(libc::EAGAIN) => Ok(on_again),
             _ => Err(e),
         };
+    }
+    if n == 0 && msg.msg_controllen == 0 {
+        return Ok(Received::Closed);
     }
     // Every descriptor that arrived, owned at once so none leaks.
     let mut fds = Vec::new();
@@ -494,6 +510,40 @@ mod tests {
             peek(s.as_raw_fd(), &mut buf, 0, soon()).unwrap(),
             Peeked::Closed
         );
+    }
+
+    #[test]
+    fn a_half_closed_client_does_not_make_the_peek_spin() {
+        let (mut c, s, _l) = pair();
+        c.write_all(b"GET / HTTP/1.1\r\nHo").unwrap();
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut buf = [0u8; 64];
+        let t = Instant::now();
+        let soon = Instant::now() + Duration::from_secs(5);
+        assert_eq!(
+            peek(s.as_raw_fd(), &mut buf, 0, soon).unwrap(),
+            Peeked::More(18)
+        );
+        assert_eq!(
+            peek(s.as_raw_fd(), &mut buf, 18, soon).unwrap(),
+            Peeked::Closed
+        );
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn a_channel_without_senders_says_so() {
+        let ch = Channel::new().unwrap();
+        let Channel { send, recv } = ch;
+        drop(send);
+        assert!(matches!(
+            recv_fd(recv.as_raw_fd(), 1000).unwrap(),
+            Received::Closed
+        ));
+        assert!(matches!(
+            recv_fd_blocking(recv.as_raw_fd()).unwrap(),
+            Received::Closed
+        ));
     }
 
     #[test]

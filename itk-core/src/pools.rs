@@ -118,6 +118,12 @@ pub fn claim(words: &[AtomicU32]) -> bool {
     words.get(IDLE).is_some_and(take_one)
 }
 
+/// The idle count as written (by the pool's processes: a tenant may have
+/// written anything).
+pub fn idle_count(words: &[AtomicU32]) -> u32 {
+    words.get(IDLE).map_or(0, |w| w.load(Ordering::Acquire))
+}
+
 /// Gives back a reservation the worker could not use (the send failed).
 pub fn unclaim(words: &[AtomicU32]) {
     if let Some(w) = words.get(IDLE) {

@@ -72,8 +72,12 @@ pub fn set_serving(on: bool) {
 }
 
 extern "C" fn pool_process_graceful(_sig: c_int) {
-    // Finish the current connection, then exit: the wait for the next one
-    // is interrupted and sees the flag.
+    // Finish the current request, then exit: STOPPING ends a keep-alive
+    // connection after it (httpd asks the MPM's state), and the wait for
+    // the next connection sees the flag.
+    if let Some(u) = Unixd::cached() {
+        u.set_mpm_state(sys::AP_MPMQ_STOPPING);
+    }
     DIE_NOW.store(true, Ordering::SeqCst);
 }
 
