@@ -193,7 +193,13 @@ pub fn dispatch(w: &Worker, sock: Accepted) -> Option<Accepted> {
     let fd = sock.raw_fd();
     let timeout = Server::main().map_or(60, |s| s.timeout_secs()).clamp(1, 60);
     let deadline = Instant::now() + Duration::from_secs(timeout);
-    let mut buf = vec![0u8; PEEK_MAX];
+    // (one buffer for the worker's life: a worker peeks at one connection
+    // at a time)
+    static BUF: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+    let mut buf = BUF.lock().unwrap_or_else(|e| e.into_inner());
+    if buf.len() < PEEK_MAX {
+        buf.resize(PEEK_MAX, 0);
+    }
     let mut have = 0;
     let limits = HttpLimits::default();
     let classic = |why: &dyn std::fmt::Display| {
@@ -564,7 +570,9 @@ pub fn process_main(slot: usize, pool: usize, index: usize, num_listeners: usize
     // of the pool is reserved, a connection is on its way to one of us;
     // take it (bounded), so none is left in the channel.
     for _ in 0..50 {
-        if pools::leave(flags, index) {
+        // (a stop or restart waits for nothing: what was sent is dropped,
+        // as prefork drops the connections in its listen queue)
+        if child::stop_now() || pools::leave(flags, index) {
             break;
         }
         if let Ok(Received::Fd(fd)) = handoff::recv_fd(recv.as_raw_fd(), 100) {

@@ -58,16 +58,23 @@ pub fn peek(fd: RawFd, buf: &mut [u8], have: usize, deadline: Instant) -> io::Re
     if have >= buf.len() {
         return Ok(Peeked::More(have));
     }
-    let r = peek_wait(fd, buf, have, deadline);
+    let mut raised = false;
+    let r = peek_wait(fd, buf, have, deadline, &mut raised);
     // A raised low-water mark would make the server's own reads and polls
     // wait for more bytes than a request may have.
-    let reset = set_rcvlowat(fd, 1);
-    let r = r?;
-    reset?;
-    Ok(r)
+    if raised {
+        set_rcvlowat(fd, 1)?;
+    }
+    r
 }
 
-fn peek_wait(fd: RawFd, buf: &mut [u8], have: usize, deadline: Instant) -> io::Result<Peeked> {
+fn peek_wait(
+    fd: RawFd,
+    buf: &mut [u8],
+    have: usize,
+    deadline: Instant,
+    raised: &mut bool,
+) -> io::Result<Peeked> {
     let mut stalled = false;
     loop {
         // SAFETY: recv into a live buffer of the given length.
@@ -99,6 +106,7 @@ fn peek_wait(fd: RawFd, buf: &mut [u8], have: usize, deadline: Instant) -> io::R
         if now >= deadline {
             return Ok(Peeked::Timeout);
         }
+        *raised = true;
         set_rcvlowat(fd, have.max(n.max(0) as usize) + 1)?;
         let ms = (deadline - now).as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
         let mut p = libc::pollfd {
@@ -375,10 +383,7 @@ pub fn local_port(fd: RawFd) -> io::Result<(u16, bool)> {
 /// compromised sender could pass a Unix socket or a connection of its
 /// own).
 pub fn check_connection(fd: RawFd, ports: &[u16]) -> Result<(), String> {
-    let domain = sockopt_int(fd, libc::SO_DOMAIN).map_err(|e| format!("SO_DOMAIN: {e}"))?;
-    if domain != libc::AF_INET && domain != libc::AF_INET6 {
-        return Err(format!("not an IP socket (domain {domain})"));
-    }
+    // (getsockname below refuses anything but IPv4 and IPv6)
     let ty = sockopt_int(fd, libc::SO_TYPE).map_err(|e| format!("SO_TYPE: {e}"))?;
     if ty != libc::SOCK_STREAM {
         return Err(format!("not a stream socket (type {ty})"));
@@ -386,7 +391,7 @@ pub fn check_connection(fd: RawFd, ports: &[u16]) -> Result<(), String> {
     if sockopt_int(fd, libc::SO_ACCEPTCONN).map_err(|e| format!("SO_ACCEPTCONN: {e}"))? != 0 {
         return Err("a listening socket".into());
     }
-    let (port, _) = local_port(fd).map_err(|e| format!("getsockname: {e}"))?;
+    let (port, _) = local_port(fd).map_err(|e| format!("not an IP socket: {e}"))?;
     if !ports.contains(&port) {
         return Err(format!(
             "local port {port} is not one the server listens on"
@@ -399,6 +404,9 @@ pub fn check_connection(fd: RawFd, ports: &[u16]) -> Result<(), String> {
 pub fn set_blocking(fd: RawFd) -> io::Result<()> {
     // SAFETY: fcntl with integer arguments on a descriptor we hold.
     let fl = cvt(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
+    if fl & libc::O_NONBLOCK == 0 {
+        return Ok(());
+    }
     // SAFETY: as above.
     cvt(unsafe { libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK) }).map(drop)
 }
@@ -596,7 +604,13 @@ mod tests {
         assert!(
             check_connection(ch.recv.as_raw_fd(), &[port])
                 .unwrap_err()
-                .contains("IP")
+                .contains("stream")
+        );
+        let (us, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        assert!(
+            check_connection(us.as_raw_fd(), &[port])
+                .unwrap_err()
+                .contains("not an IP socket")
         );
         let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let up = u.local_addr().unwrap().port();

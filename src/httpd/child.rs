@@ -65,6 +65,14 @@ pub fn set_worker_signals() {
 
 /// Set while a user process serves a connection.
 static SERVING: AtomicBool = AtomicBool::new(false);
+/// Set in a user process by stop or restart (not graceful): it ends without
+/// waiting for anything.
+static STOP_NOW: AtomicBool = AtomicBool::new(false);
+
+/// Did stop or restart (not graceful) reach this user process?
+pub fn stop_now() -> bool {
+    STOP_NOW.load(Ordering::SeqCst)
+}
 
 /// A user process (UserPools) serves a connection (true) or waits for one.
 pub fn set_serving(on: bool) {
@@ -86,6 +94,7 @@ extern "C" fn pool_process_just_die(_sig: c_int) {
     // clean_child_exit at once (its cleanups flush BufferedLogs), also in
     // the middle of a connection. Between connections, the wait is
     // interrupted and the loop ends the same way outside the handler.
+    STOP_NOW.store(true, Ordering::SeqCst);
     DIE_NOW.store(true, Ordering::SeqCst);
     if SERVING.load(Ordering::SeqCst) {
         end(0, true)
