@@ -92,6 +92,24 @@ end
 """
 
 
+def many_users(n):
+    return ["itkbm%03d" % i for i in range(n)]
+
+
+def many_vhost(user):
+    return "%s.bench.test" % user
+
+
+# --many: every request to a random one of the many vhosts.
+MANY_LUA = r"""
+function request()
+  local h = {["Host"] = MANY[math.random(#MANY)]}
+  if os.getenv("ITK_BENCH_CLOSE") == "1" then h["Connection"] = "close" end
+  return wrk.format(nil, nil, h)
+end
+"""
+
+
 def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
@@ -112,11 +130,12 @@ def php_module():
 
 
 class Users:
-    """Three system users for the three vhosts; removed at the end."""
+    """System users for the vhosts (the three, plus the --many ones);
+    removed at the end."""
 
-    def __init__(self):
+    def __init__(self, names=USERS):
         self.created = []
-        for u in USERS:
+        for u in names:
             try:
                 pwd.getpwnam(u)
             except KeyError:
@@ -141,9 +160,10 @@ class Users:
 
 
 class Httpd:
-    def __init__(self, name, workdir, module, users, tuning, modset=False):
+    def __init__(self, name, workdir, module, users, tuning, modset=False, many=()):
         self.name = name
         self.modset = modset
+        self.many = list(many)
         self.dir = os.path.join(workdir, name)
         self.port = free_port()
         self.proc = None
@@ -170,7 +190,11 @@ class Httpd:
             c.append("LoadModule mpm_itk_module %s" % module)
         else:
             c.append("LoadModule mpm_prefork_module %s/mod_mpm_prefork.so" % MODULES)
-        if self.name == "pools":
+        if self.name == "pools" and self.many:
+            # Room for a few user processes of every user.
+            c += ["UserPools On", "ServerLimit %d" % (tuning["max_workers"] + 3 * len(self.many) + 100),
+                  "UserPoolMaxProcesses 2"]
+        elif self.name == "pools":
             # Room for user processes above MaxRequestWorkers: up to 32 per
             # user (three users).
             c += ["UserPools On", "ServerLimit 256", "UserPoolMaxProcesses 32"]
@@ -219,7 +243,7 @@ class Httpd:
             "</Directory>",
             "DocumentRoot %s/docroot-%s" % (workdir, USERS[0]),
         ]
-        for u, v in zip(USERS, VHOSTS):
+        for u, v in list(zip(USERS, VHOSTS)) + [(u, many_vhost(u)) for u in self.many]:
             c += [
                 "<VirtualHost 127.0.0.1:%d>" % self.port,
                 "  ServerName %s" % v,
@@ -409,8 +433,8 @@ def median_of(runs):
     return {k: statistics.median(r[k] for r in runs) for k in keys}
 
 
-def prepare_docroots(workdir, users):
-    for u in USERS:
+def prepare_docroots(workdir, users, names=USERS):
+    for u in names:
         uid, gid = users.ids(u)
         d = os.path.join(workdir, "docroot-%s" % u)
         os.makedirs(d, exist_ok=True)
@@ -601,6 +625,9 @@ def main():
                          "setup (into bench/RESULTS-modset.md)")
     ap.add_argument("--breakdown", action="store_true",
                     help="perf stat/record one connection's cost per setup, into bench/BREAKDOWN.md")
+    ap.add_argument("--many", type=int, metavar="N",
+                    help="N vhosts under N users, requests spread over them: req/s, the largest "
+                         "process count and PSS per setup (into bench/RESULTS-many.md)")
     ap.add_argument("--serve", action="store_true",
                     help="start the three setups, print their ports and wait (for profiling)")
     args = ap.parse_args()
@@ -621,6 +648,8 @@ def main():
         HERE, "RESULTS-quick.md" if quick else ("RESULTS-modset.md" if args.modset else "RESULTS.md"))
 
     tuning = {"start": 5, "min_spare": 5, "max_spare": 10, "max_workers": 150}
+    if args.many:
+        return many_main(args, tuning)
     users = Users()
     workdir = tempfile.mkdtemp(prefix="itk-bench-")
     servers = []
@@ -719,6 +748,77 @@ def main():
                 log("bench: %s logged %d errors, e.g. %s" % (h.name, len(errs), errs[0].strip()))
         if broken and quick:
             sys.exit(1)
+    finally:
+        for h in servers:
+            h.stop()
+        users.remove()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def many_main(args, tuning):
+    """--many N: one table, every setup, requests over N vhosts of N users."""
+    names = many_users(args.many)
+    log("bench: creating %d users" % len(names))
+    users = Users(USERS + names)
+    workdir = tempfile.mkdtemp(prefix="itk-bench-")
+    servers = []
+    duration = args.duration or 10
+    runs = args.runs or 2
+    conns = int(args.conns.split(",")[0]) if args.conns else 64
+    out_path = args.out or os.path.join(HERE, "RESULTS-many.md")
+    try:
+        prepare_docroots(workdir, users, USERS + names)
+        lua = os.path.join(workdir, "many.lua")
+        with open(lua, "w") as f:
+            f.write("MANY = {%s}\n" % ", ".join('"%s"' % many_vhost(u) for u in names))
+            f.write(MANY_LUA + WRK_LUA[WRK_LUA.index("function done"):])
+        for name in SETUPS:
+            h = Httpd(name, workdir, args.module, users, tuning, many=names)
+            h.start()
+            servers.append(h)
+        rows = [("1k", True), ("php", True), ("1k", False)]
+        results = {}
+        for wl, close in rows:
+            samples = {s: [] for s in SETUPS}
+            for h in servers:  # warm up: every user gets its processes
+                run_wrk(h, WORKLOADS[wl][0], close, conns, 8 if h.name == "pools" else 2, lua)
+            for _ in range(runs):
+                for h in servers:
+                    r = run_wrk(h, WORKLOADS[wl][0], close, conns, duration, lua)
+                    samples[h.name].append(r)
+                    log("many %-4s %-9s %-8s %8.0f req/s  procs %4d  pss %6.0f MiB  err %d" % (
+                        wl, "close" if close else "keepalive", h.name, r["rps"], r["procs"],
+                        r["pss_mib"], r["errors"]))
+                    time.sleep(0.5)
+            for sname in SETUPS:
+                results[(wl, close, sname)] = median_of(samples[sname])
+        out = ["# Benchmark: many users\n",
+               "Produced by `bench/run --many %d` on %s, %d CPUs. %d vhosts under %d users "
+               "(prefork: all as www-data), every request to a random one of them, %d "
+               "connections, median of %d runs of %d s after a warm-up. Setups as in "
+               "RESULTS.md; **pools** with `UserPoolMaxProcesses 2` and room for 3 processes "
+               "per user in `ServerLimit`.\n" % (
+                   args.many, datetime.date.today().isoformat(), os.cpu_count(), args.many,
+                   args.many, conns, runs, duration),
+               "| workload | %s | **pools/prefork** | **rust/prefork** | max processes %s | PSS MiB %s | errors %s |" % (
+                   " | ".join("%s req/s" % x for x in SETUPS), " / ".join(SETUPS),
+                   " / ".join(SETUPS), " / ".join(SETUPS)),
+               "| --- |%s ---: | ---: | ---: | ---: | ---: |" % (" ---: |" * len(SETUPS))]
+        for wl, close in rows:
+            r = {x: results[(wl, close, x)] for x in SETUPS}
+            out.append("| %s, %s | %s | %s | %s | %s | %s | %s |" % (
+                WORKLOADS[wl][1], "Connection: close" if close else "keep-alive",
+                " | ".join("%.0f" % r[x]["rps"] for x in SETUPS),
+                fmt_ratio(r["pools"]["rps"], r["prefork"]["rps"]),
+                fmt_ratio(r["rust"]["rps"], r["prefork"]["rps"]),
+                " / ".join("%d" % r[x]["procs"] for x in SETUPS),
+                " / ".join("%.0f" % r[x]["pss_mib"] for x in SETUPS),
+                " / ".join("%d" % r[x]["errors"] for x in SETUPS)))
+        text = "\n".join(out) + "\n"
+        with open(out_path, "w") as f:
+            f.write(text)
+        print(text)
+        log("bench: wrote %s" % out_path)
     finally:
         for h in servers:
             h.stop()

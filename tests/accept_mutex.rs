@@ -56,6 +56,8 @@ fn one(mech: &str, buffered: bool, listeners: usize) {
         .unwrap();
         let r =
             read_response(&mut s).unwrap_or_else(|e| panic!("{what}: {e}\n{}", srv.error_log()));
+        // until the server closes: the request is over, logged included
+        let _ = std::io::Read::read_to_end(&mut s, &mut Vec::new());
         assert_eq!((r.status, r.body.as_str()), (200, "hello"), "{what}");
         sent += 1;
     }

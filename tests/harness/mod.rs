@@ -494,7 +494,11 @@ pub fn get_in_background(
             s,
             "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
         )?;
-        read_response(&mut s)
+        let r = read_response(&mut s)?;
+        // Until the server closes: it has then finished the request (its
+        // access log line included), whichever process served it.
+        let _ = s.read_to_end(&mut Vec::new());
+        Ok(r)
     })
 }
 
