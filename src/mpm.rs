@@ -446,12 +446,20 @@ fn make_child(slot: usize) -> Result<(), ()> {
             Err(())
         }
         Ok(pid) => {
-            children().set_kind(slot, 0);
-            children().started(slot, pid, r.my_generation());
-            scoreboard::note_child_started(slot, pid, r.my_generation());
+            record_started(slot, pid, 0);
             Ok(())
         }
     }
+}
+
+/// The parent's records and the scoreboard get a process it just forked
+/// into `slot`: a worker (kind 0) or a user process.
+fn record_started(slot: usize, pid: i32, kind: i32) {
+    let generation = retained().my_generation();
+    let kids = children();
+    kids.set_kind(slot, kind);
+    kids.started(slot, pid, generation);
+    scoreboard::note_child_started(slot, pid, generation);
 }
 
 /// Forks process `index` of user pool `pool` (UserPools) into scoreboard
@@ -477,10 +485,7 @@ fn make_pool_child(slot: usize, pool: usize, index: usize) {
             scoreboard::update_slot_status(slot, SERVER_DEAD);
         }
         Ok(pid) => {
-            let kids = children();
-            kids.set_kind(slot, mpm_itk_core::pools::encode_kind(pool, index));
-            kids.started(slot, pid, r.my_generation());
-            scoreboard::note_child_started(slot, pid, r.my_generation());
+            record_started(slot, pid, mpm_itk_core::pools::encode_kind(pool, index));
             crate::pools::process_started(pool);
         }
     }

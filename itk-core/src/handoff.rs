@@ -23,19 +23,24 @@ fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
-fn set_rcvlowat(fd: RawFd, n: usize) -> io::Result<()> {
-    let v: libc::c_int = n.min(libc::c_int::MAX as usize) as libc::c_int;
-    // SAFETY: setsockopt with a pointer to a live c_int and its size.
+/// `setsockopt(fd, SOL_SOCKET, opt, &v)` for a plain value type.
+fn set_sockopt<T: Copy>(fd: RawFd, opt: libc::c_int, v: &T) -> io::Result<()> {
+    // SAFETY: a pointer to a live value and its size; the kernel copies it.
     cvt(unsafe {
         libc::setsockopt(
             fd,
             libc::SOL_SOCKET,
-            libc::SO_RCVLOWAT,
-            &v as *const libc::c_int as *const libc::c_void,
-            size_of::<libc::c_int>() as libc::socklen_t,
+            opt,
+            v as *const T as *const libc::c_void,
+            size_of::<T>() as libc::socklen_t,
         )
     })
     .map(drop)
+}
+
+fn set_rcvlowat(fd: RawFd, n: usize) -> io::Result<()> {
+    let v: libc::c_int = n.min(libc::c_int::MAX as usize) as libc::c_int;
+    set_sockopt(fd, libc::SO_RCVLOWAT, &v)
 }
 
 /// What [`peek`] saw.
@@ -255,17 +260,7 @@ pub fn set_recv_timeout(chan: RawFd, secs: u64) -> io::Result<()> {
         tv_sec: secs.min(i32::MAX as u64) as libc::time_t,
         tv_usec: 0,
     };
-    // SAFETY: setsockopt with a pointer to a live timeval and its size.
-    cvt(unsafe {
-        libc::setsockopt(
-            chan,
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            &tv as *const libc::timeval as *const libc::c_void,
-            size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    })
-    .map(drop)
+    set_sockopt(chan, libc::SO_RCVTIMEO, &tv)
 }
 
 /// Waits for one descriptor on `chan` in a blocking `recvmsg`, up to the
