@@ -739,6 +739,9 @@ def main():
             f.write(text)
         print(text)
         log("bench: wrote %s" % out_path)
+        if not quick:
+            # the chart beside it (RESULTS.svg): req/s and CPU per request
+            subprocess.run([sys.executable, os.path.join(HERE, "chart.py"), out_path], check=False)
         if broken:
             log("bench: some runs failed:\n  " + "\n  ".join(broken))
         for h in servers:

@@ -16,7 +16,10 @@
 //!   it, and a process that wants to leave must first take itself out of
 //!   the count (it cannot when every waiter is reserved: a connection is on
 //!   its way);
-//! * word 2 + i: 1 while process `i` waits (so the parent can correct the
+//! * word 2, debt: reservations the count owes, made for a waiter that
+//!   died (the next process to start waiting takes the connection on its
+//!   way instead of counting itself idle);
+//! * word 3 + i: 1 while process `i` waits (so the parent can correct the
 //!   count when a waiting process dies).
 #![forbid(unsafe_code)]
 
@@ -25,9 +28,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// The most processes a pool can have (the shared table's size).
 pub const MAX_PROCESSES: usize = 64;
 /// Words in a pool's shared table.
-pub const WORDS: usize = 2 + MAX_PROCESSES;
+pub const WORDS: usize = FLAGS + MAX_PROCESSES;
 const DEMAND: usize = 0;
 const IDLE: usize = 1;
+const DEBT: usize = 2;
+const FLAGS: usize = 3;
 
 /// What a pool's processes run as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -133,8 +138,10 @@ pub fn unclaim(words: &[AtomicU32]) {
 
 /// Process `i` (re)starts waiting for a connection: counted once.
 pub fn wait_begin(words: &[AtomicU32], i: usize) {
-    if let (Some(flag), Some(idle)) = (words.get(2 + i), words.get(IDLE))
+    if let (Some(flag), Some(idle), Some(debt)) =
+        (words.get(FLAGS + i), words.get(IDLE), words.get(DEBT))
         && flag.swap(1, Ordering::AcqRel) == 0
+        && !take_one(debt)
     {
         idle.fetch_add(1, Ordering::AcqRel);
     }
@@ -143,7 +150,7 @@ pub fn wait_begin(words: &[AtomicU32], i: usize) {
 /// Process `i` took a connection (the worker that sent it reserved a
 /// waiter already).
 pub fn got_connection(words: &[AtomicU32], i: usize) {
-    if let Some(flag) = words.get(2 + i) {
+    if let Some(flag) = words.get(FLAGS + i) {
         flag.store(0, Ordering::Release);
     }
 }
@@ -153,7 +160,7 @@ pub fn got_connection(words: &[AtomicU32], i: usize) {
 /// way, which it must take first).
 pub fn leave(words: &[AtomicU32], i: usize) -> bool {
     if words
-        .get(2 + i)
+        .get(FLAGS + i)
         .is_none_or(|f| f.load(Ordering::Acquire) == 0)
     {
         return true;
@@ -165,12 +172,16 @@ pub fn leave(words: &[AtomicU32], i: usize) -> bool {
     false
 }
 
-/// The parent reaped process `i`: if it was waiting, it no longer counts.
+/// The parent reaped process `i`: if it was waiting, it no longer counts;
+/// if every waiter was reserved, a connection is on its way for a waiter
+/// that is gone, and the next one to wait owes it.
 pub fn died(words: &[AtomicU32], i: usize) {
-    if let (Some(flag), Some(idle)) = (words.get(2 + i), words.get(IDLE))
+    if let (Some(flag), Some(idle), Some(debt)) =
+        (words.get(FLAGS + i), words.get(IDLE), words.get(DEBT))
         && flag.swap(0, Ordering::AcqRel) == 1
+        && !take_one(idle)
     {
-        take_one(idle);
+        debt.fetch_add(1, Ordering::AcqRel);
     }
 }
 
@@ -343,8 +354,12 @@ mod tests {
         died(&t, 0);
         assert!(claim(&t));
         assert!(!claim(&t));
-        died(&t, 1); // reserved and dead: the count stays at 0
+        died(&t, 1); // reserved and dead: the next waiter owes the connection
         assert!(!claim(&t));
+        wait_begin(&t, 3); // takes the connection on its way
+        assert!(!claim(&t), "3 is not idle: a connection is on its way to it");
+        wait_begin(&t, 4);
+        assert!(claim(&t), "4 is idle");
         died(&t, 7); // not waiting: nothing changes
         wait_begin(&t, 2);
         reset(&t);
