@@ -40,6 +40,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 USERS = ["itkbench-a", "itkbench-b", "itkbench-c"]
 VHOSTS = ["a.bench.test", "b.bench.test", "c.bench.test"]
 SETUPS = ["rust", "pools", "c-itk", "prefork"]
+# PHP-FPM with one pool per user behind the event MPM (static files served
+# by httpd as www-data): what shared hosts pick instead of mpm-itk. Only
+# where php-fpm is installed.
+FPM = next((os.path.join("/usr/sbin", f) for f in sorted(os.listdir("/usr/sbin"))
+            if f.startswith("php-fpm")), None) if os.path.isdir("/usr/sbin") else None
+if FPM:
+    SETUPS.append("fpm")
 
 # --modset: the thread-starting modules of Apache's own test suite, loaded
 # into every setup: mod_http2 (a worker thread per child) and a
@@ -170,6 +177,8 @@ class Httpd:
         self.cgroup = None
         for sub in ("logs", "run"):
             os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
+        os.chmod(self.dir, 0o755)
+        os.chmod(os.path.join(self.dir, "run"), 0o755)
         self.conf = os.path.join(self.dir, "httpd.conf")
         with open(self.conf, "w") as f:
             f.write(self.config(workdir, module, users, tuning))
@@ -188,6 +197,10 @@ class Httpd:
         ]
         if self.name.startswith("rust") or self.name == "pools":
             c.append("LoadModule mpm_itk_module %s" % module)
+        elif self.name == "fpm":
+            c.append("LoadModule mpm_event_module %s/mod_mpm_event.so" % MODULES)
+            for m in ("proxy", "proxy_fcgi"):
+                c.append("LoadModule %s_module %s/mod_%s.so" % (m, MODULES, m))
         else:
             c.append("LoadModule mpm_prefork_module %s/mod_mpm_prefork.so" % MODULES)
         if self.name == "pools" and self.many:
@@ -212,15 +225,22 @@ class Httpd:
                 % self.port,
                 "</Proxy>",
             ]
+        if self.name != "fpm":
+            c += [
+                "LoadModule php_module %s" % php_module(),
+                # Debian's mpm_prefork.conf defaults.
+                "StartServers %d" % tuning["start"],
+                "MinSpareServers %d" % tuning["min_spare"],
+                "MaxSpareServers %d" % tuning["max_spare"],
+            ]
+        else:
+            # Debian's mpm_event.conf defaults.
+            c += ["StartServers 2", "MinSpareThreads 25", "MaxSpareThreads 75",
+                  "ThreadsPerChild 25"]
         c += [
-            "LoadModule php_module %s" % php_module(),
             "TypesConfig /etc/mime.types",
             "User www-data",
             "Group www-data",
-            # Debian's mpm_prefork.conf and apache2.conf defaults.
-            "StartServers %d" % tuning["start"],
-            "MinSpareServers %d" % tuning["min_spare"],
-            "MaxSpareServers %d" % tuning["max_spare"],
             "MaxRequestWorkers %d" % tuning["max_workers"],
             "MaxConnectionsPerChild 0",
             "Timeout 300",
@@ -234,9 +254,14 @@ class Httpd:
             # does with BufferedLogs On; --breakdown measures it that way.
             "BufferedLogs %s" % ("On" if self.name == "rust-full-exit" else "Off"),
             "DirectoryIndex index.html",
-            "<FilesMatch \\.php$>",
-            "  SetHandler application/x-httpd-php",
-            "</FilesMatch>",
+        ]
+        if self.name != "fpm":
+            c += [
+                "<FilesMatch \\.php$>",
+                "  SetHandler application/x-httpd-php",
+                "</FilesMatch>",
+            ]
+        c += [
             "<Directory %s>" % workdir,
             "  Require all granted",
             "  AllowOverride None",
@@ -249,11 +274,35 @@ class Httpd:
                 "  ServerName %s" % v,
                 "  DocumentRoot %s/docroot-%s" % (workdir, u),
             ]
-            if self.name != "prefork":
+            if self.name == "fpm":
+                c += ['  <FilesMatch \\.php$>',
+                      '    SetHandler "proxy:unix:%s|fcgi://localhost"' % self.fpm_socket(u),
+                      '  </FilesMatch>']
+            elif self.name != "prefork":
                 c.append("  AssignUserID %s %s" % (u, u))
 
             c.append("</VirtualHost>")
         return "\n".join(c) + "\n"
+
+    def fpm_socket(self, user):
+        return os.path.join(self.dir, "run", "fpm-%s.sock" % user)
+
+    def fpm_config(self):
+        """php-fpm: one pool per user, as shared hosts set it up."""
+        users = USERS + self.many
+        c = ["[global]", "pid = %s/run/php-fpm.pid" % self.dir,
+             "error_log = %s/logs/php-fpm.log" % self.dir, "daemonize = no"]
+        per_user = 2 if self.many else 16
+        for u in users:
+            c += ["[%s]" % u, "user = %s" % u, "group = %s" % u,
+                  "listen = %s" % self.fpm_socket(u), "listen.owner = www-data",
+                  "listen.group = www-data", "listen.mode = 0660", "pm = dynamic",
+                  "pm.max_children = %d" % per_user, "pm.start_servers = %d" % min(2, per_user),
+                  "pm.min_spare_servers = 1", "pm.max_spare_servers = %d" % min(8, per_user)]
+        path = os.path.join(self.dir, "php-fpm.conf")
+        with open(path, "w") as f:
+            f.write("\n".join(c) + "\n")
+        return path
 
     def start(self):
         cg = "/sys/fs/cgroup/cpuacct"
@@ -269,6 +318,19 @@ class Httpd:
                     f.write(str(os.getpid()))
 
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"}
+        self.fpm = None
+        if self.name == "fpm":
+            # in the same cgroup: its CPU counts with the httpd tree's
+            self.fpm = subprocess.Popen(
+                [FPM, "-F", "-y", self.fpm_config()], env=env, stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=open(os.path.join(self.dir, "logs", "fpm-stderr"), "w"),
+                preexec_fn=enter)
+            deadline = time.time() + 10
+            while not all(os.path.exists(self.fpm_socket(u)) for u in USERS):
+                if time.time() > deadline or self.fpm.poll() is not None:
+                    sys.exit("bench: php-fpm did not start:\n%s" % self.logs())
+                time.sleep(0.1)
         # Experiment switches of the module under study, passed through.
         env.update({k: v for k, v in os.environ.items() if k.startswith("ITK_EXP_")})
         self.proc = subprocess.Popen(
@@ -304,6 +366,14 @@ class Httpd:
             return r.read()
 
     def stop(self):
+        fpm = getattr(self, "fpm", None)
+        if fpm and fpm.poll() is None:
+            fpm.send_signal(signal.SIGQUIT)
+            try:
+                fpm.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(fpm.pid, signal.SIGKILL)
+                fpm.wait()
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -339,7 +409,8 @@ class Httpd:
                 continue
             ppid = int(s[s.rindex(")") + 2:].split()[1])
             kids.setdefault(ppid, []).append(int(p))
-        out, todo = [], [parent]
+        fpm = getattr(self, "fpm", None)
+        out, todo = [], [parent] + ([fpm.pid] if fpm else [])
         while todo:
             p = todo.pop()
             out.append(p)
@@ -479,7 +550,8 @@ def table(results, rows, meta):
                    % ", ".join("mod_" + m for m in MODSET_MODULES))
     out.append("Each cell is the median of %d interleaved runs of %d s "
                "(wrk, %s). Setups: **rust** = this module; **pools** = this module with "
-               "`UserPools On` (warm: user processes started before the runs); **c-itk** = Debian's prefork + "
+               "`UserPools On` (warm: user processes started before the runs); **fpm** = event MPM with "
+               "PHP-FPM, one pool per user (static files as www-data; only where php-fpm is installed); **c-itk** = Debian's prefork + "
                "libapache2-mpm-itk %s; **prefork** = stock prefork without uid switching. "
                "Same httpd (%s), same modules (mod_php %s), three vhosts under three users "
                "(prefork: all as www-data), StartServers %d, MinSpare %d, MaxSpare %d, "
@@ -488,6 +560,8 @@ def table(results, rows, meta):
                    meta["php"], meta["tuning"]["start"], meta["tuning"]["min_spare"],
                    meta["tuning"]["max_spare"], meta["tuning"]["max_workers"]))
     ratios = [("rust", "c-itk"), ("rust", "prefork"), ("pools", "prefork"), ("pools", "c-itk")]
+    if "fpm" in SETUPS:
+        ratios.append(("pools", "fpm"))
     names = " / ".join(SETUPS)
     out.append("## Throughput and latency\n")
     out.append("| workload | conn. | %s | %s | p50 ms %s | p99 ms %s | errors %s |" % (

@@ -14,7 +14,8 @@ import os
 import sys
 from xml.sax.saxutils import escape
 
-COLORS = {"rust": "#d95f02", "pools": "#1b9e77", "c-itk": "#7570b3", "prefork": "#999999"}
+COLORS = {"rust": "#d95f02", "pools": "#1b9e77", "c-itk": "#7570b3", "prefork": "#999999",
+          "fpm": "#e7298a"}
 
 
 def tables(text):
