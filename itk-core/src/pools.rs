@@ -357,7 +357,10 @@ mod tests {
         died(&t, 1); // reserved and dead: the next waiter owes the connection
         assert!(!claim(&t));
         wait_begin(&t, 3); // takes the connection on its way
-        assert!(!claim(&t), "3 is not idle: a connection is on its way to it");
+        assert!(
+            !claim(&t),
+            "3 is not idle: a connection is on its way to it"
+        );
         wait_begin(&t, 4);
         assert!(claim(&t), "4 is idle");
         died(&t, 7); // not waiting: nothing changes
