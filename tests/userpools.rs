@@ -287,21 +287,34 @@ fn a_killed_user_process_is_replaced_and_the_server_keeps_serving() {
 
 #[test]
 fn idle_user_processes_exit_and_max_connections_recycles_them() {
-    let p = start(&["UserPoolIdleTimeout 2", "MaxConnectionsPerChild 3"], &[]);
-    let srv = &p.srv;
-    let a = warm(srv, "alice.test");
-    // MaxConnectionsPerChild 3: within a few more connections, another pid
-    let mut seen = std::collections::HashSet::new();
-    seen.insert(a);
-    assert!(
-        wait_until(20, || {
-            seen.insert(who(srv, "alice.test").0);
-            seen.len() >= 3
-        }),
-        "processes were not recycled: {seen:?}"
+    let p = start(
+        &[
+            "UserPoolIdleTimeout 2",
+            "MaxConnectionsPerChild 3",
+            "UserPoolMaxProcesses 1",
+        ],
+        &[],
     );
-    // idle: every user process of alice's exits
-    let b = who(srv, "alice.test").0;
+    let srv = &p.srv;
+    warm(srv, "alice.test");
+    // MaxConnectionsPerChild 3: no user process serves a fourth connection,
+    // and its replacement takes over. (Connections that find no idle user
+    // process take the classic path: not counted.)
+    let mut served: std::collections::HashMap<i32, usize> = Default::default();
+    assert!(
+        wait_until(30, || {
+            std::thread::sleep(Duration::from_millis(100));
+            let pid = who(srv, "alice.test").0;
+            if is_user_process(srv, pid) {
+                *served.entry(pid).or_default() += 1;
+            }
+            served.len() >= 3
+        }),
+        "user processes were not recycled: {served:?}"
+    );
+    assert!(served.values().all(|&n| n <= 3), "{served:?}");
+    // idle: the user process exits after UserPoolIdleTimeout
+    let b = warm(srv, "alice.test");
     assert!(
         wait_until(15, || !std::path::Path::new(&format!("/proc/{b}")).exists()
             || parent_of(b) != srv.parent_pid()),

@@ -179,23 +179,12 @@ impl Channel {
 /// an error (EAGAIN: the queue is full) means the caller keeps the
 /// connection.
 pub fn send_fd(chan: RawFd, fd: RawFd) -> io::Result<()> {
-    let mut byte = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr() as *mut libc::c_void,
-        iov_len: 1,
-    };
-    // SAFETY: CMSG_SPACE is a pure computation.
-    let space = unsafe { libc::CMSG_SPACE(size_of::<RawFd>() as u32) } as usize;
-    let mut cbuf = vec![0u64; space.div_ceil(8)];
-    // SAFETY: a zeroed msghdr pointing at live buffers of the given sizes;
-    // the control message is written inside `cbuf` (CMSG_FIRSTHDR of a
-    // buffer of CMSG_SPACE(one fd) is never NULL).
+    let mut m = FdMsg::new();
+    let msg = m.header();
+    // SAFETY: `msg` points into `m`, alive for the call; the control part
+    // has room for exactly one SCM_RIGHTS header with one descriptor
+    // (CMSG_FIRSTHDR of a buffer of CMSG_SPACE(one fd) is never NULL).
     let rc = unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
-        msg.msg_controllen = space as _;
         let c = libc::CMSG_FIRSTHDR(&msg);
         (*c).cmsg_level = libc::SOL_SOCKET;
         (*c).cmsg_type = libc::SCM_RIGHTS;
@@ -207,6 +196,45 @@ pub fn send_fd(chan: RawFd, fd: RawFd) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// The buffers of a one-byte message that carries one descriptor.
+struct FdMsg {
+    byte: [u8; 1],
+    iov: libc::iovec,
+    /// Control part: CMSG_SPACE(one fd), 8-byte aligned.
+    cbuf: Vec<u64>,
+    space: usize,
+}
+
+impl FdMsg {
+    fn new() -> Box<FdMsg> {
+        // SAFETY: CMSG_SPACE is a pure computation.
+        let space = unsafe { libc::CMSG_SPACE(size_of::<RawFd>() as u32) } as usize;
+        let mut m = Box::new(FdMsg {
+            byte: [0],
+            iov: libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 1,
+            },
+            cbuf: vec![0u64; space.div_ceil(8)],
+            space,
+        });
+        // (boxed: the iovec points at the byte, which must not move)
+        m.iov.iov_base = m.byte.as_mut_ptr() as *mut libc::c_void;
+        m
+    }
+
+    /// A msghdr over these buffers (valid while `self` is).
+    fn header(&mut self) -> libc::msghdr {
+        // SAFETY: all-zero is a valid msghdr.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut self.iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = self.cbuf.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = self.space as _;
+        msg
+    }
 }
 
 /// What [`recv_fd`] got.
@@ -273,24 +301,11 @@ pub fn recv_fd_blocking(chan: RawFd) -> io::Result<Received> {
 
 /// One `recvmsg` of a descriptor; `on_again` is what EAGAIN means.
 fn recv_msg(chan: RawFd, flags: libc::c_int, on_again: Received) -> io::Result<Received> {
-    let mut byte = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr() as *mut libc::c_void,
-        iov_len: 1,
-    };
-    // SAFETY: pure computation.
-    let space = unsafe { libc::CMSG_SPACE(size_of::<RawFd>() as u32) } as usize;
-    let mut cbuf = vec![0u64; space.div_ceil(8)];
-    // SAFETY: a zeroed msghdr pointing at live buffers of the given sizes.
-    let (n, msg) = unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
-        msg.msg_controllen = space as _;
-        let n = libc::recvmsg(chan, &mut msg, libc::MSG_CMSG_CLOEXEC | flags);
-        (n, msg)
-    };
+    let mut m = FdMsg::new();
+    let mut msg = m.header();
+    // SAFETY: `msg` points into `m`, alive for the call; the kernel writes
+    // at most the given lengths.
+    let n = unsafe { libc::recvmsg(chan, &mut msg, libc::MSG_CMSG_CLOEXEC | flags) };
     if n < 0 {
         let e = io::Error::last_os_error();
         return match e.raw_os_error() {
