@@ -63,9 +63,12 @@ fn one(mech: &str, buffered: bool, listeners: usize) {
     }
     // A buffered log is written when the connection child exits, just
     // after the client saw its answer; with UserPools, when the user
-    // process exits (as a prefork child's): here, at the stop.
+    // process exits (as a prefork child's): here, at a graceful stop.
     if user_pools_mode() && buffered {
-        srv.stop();
+        // a graceful stop: every process finishes its connection and
+        // flushes (a stop could interrupt one still in its lingering close)
+        srv.signal(libc::SIGWINCH);
+        assert!(srv.wait_exit(30), "no graceful stop:\n{}", srv.error_log());
     }
     let log_path = d.join("logs/access.log");
     let count = |p: &std::path::Path| {

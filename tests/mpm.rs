@@ -228,9 +228,12 @@ fn every_connection_is_logged_with_and_without_buffered_logs() {
         }
         // The last connection child may still be on its way out. (With
         // UserPools, a user process writes a buffered log when it exits, as
-        // a prefork child: here, at the stop.)
+        // a prefork child: here, at a graceful stop.)
         if user_pools_mode() && buffered {
-            srv.stop();
+            // a graceful stop: every process finishes its connection and
+            // flushes (a stop could interrupt one still in its lingering close)
+            srv.signal(libc::SIGWINCH);
+            assert!(srv.wait_exit(30), "no graceful stop:\n{}", srv.error_log());
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let lines = loop {
