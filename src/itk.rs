@@ -385,7 +385,11 @@ pub fn serve_connection(w: &Worker, sock: Accepted, forget: fn()) {
     MY_SLOT.store(w.slot(), Ordering::Relaxed);
     // The connection child runs inside its own panic boundary: a panic
     // there ends this connection only.
-    match process::fork_process("connection child", || connection_child(w, &sock, forget)) {
+    match process::fork_process(
+        "connection child",
+        child::set_finish_connection_signals,
+        || connection_child(w, &sock, forget),
+    ) {
         Ok(child) => {
             match child::wait_helper(child) {
                 Ok(ChildEnd::Exited(0)) => {}
@@ -433,7 +437,6 @@ pub fn serve_connection(w: &Worker, sock: Accepted, forget: fn()) {
 
 /// The connection child: never returns.
 fn connection_child(w: &Worker, sock: &Accepted, forget: fn()) -> ! {
-    child::set_finish_connection_signals();
     test_panic_point("child");
     // Before a byte is read: nothing vhost code could misuse stays open
     // (the listening sockets, the pipe of death, the accept mutex, the
@@ -476,6 +479,15 @@ fn test_trigger(point: &str) -> bool {
 pub fn test_panic_point(point: &str) {
     if test_trigger(point) {
         panic!("test panic injected at {point} (MPM_ITK_TEST_HOOKS)");
+    }
+}
+
+/// Test hook: sleeps `secs` at `point` ("user-process-start": a user
+/// process just forked, before its signal handlers), to widen a race
+/// window a test then hits every time.
+pub fn test_pause_point(point: &str, secs: u64) {
+    if test_trigger(point) {
+        std::thread::sleep(std::time::Duration::from_secs(secs));
     }
 }
 

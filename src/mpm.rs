@@ -428,8 +428,7 @@ fn make_child(slot: usize) -> Result<(), ()> {
     scoreboard::update_slot_status(slot, SERVER_STARTING);
     // The worker runs inside its own panic boundary (fork_process): a panic
     // there ends that worker only, and the parent replaces it.
-    let forked = process::fork_process("worker", || {
-        child::set_worker_signals();
+    let forked = process::fork_process("worker", child::set_worker_signals, || {
         child_main(slot, bucket)
     });
     match forked {
@@ -472,7 +471,7 @@ fn make_pool_child(slot: usize, pool: usize, index: usize) {
     }
     scoreboard::update_slot_status(slot, SERVER_STARTING);
     let listeners = NUM_LISTENERS.load(Ordering::Relaxed);
-    match process::fork_process("user process", || {
+    match process::fork_process("user process", crate::pools::process_signals, || {
         crate::pools::process_main(slot, pool, index, listeners)
     }) {
         Err(e) => {

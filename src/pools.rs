@@ -417,10 +417,16 @@ pub fn pool_user(pool: usize) -> String {
         .map_or_else(|| format!("pool {pool}"), |p| p.identity.user.clone())
 }
 
+/// A user process's signal handlers, installed first thing after the fork
+/// (while the control signals are still blocked).
+pub fn process_signals() {
+    itk::test_pause_point("user-process-start", 2);
+    child::set_pool_process_signals();
+}
+
 /// A pool process: never returns. Runs in a process the root parent just
 /// forked into scoreboard slot `slot`.
 pub fn process_main(slot: usize, pool: usize, index: usize, num_listeners: usize) -> ! {
-    child::set_pool_process_signals();
     let mut w = match Worker::init(slot, 0, num_listeners) {
         Ok(w) => w,
         Err(e) => {

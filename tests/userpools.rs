@@ -322,6 +322,50 @@ fn idle_user_processes_exit_and_max_connections_recycles_them() {
     );
 }
 
+#[test]
+fn a_graceful_stop_that_reaches_a_user_process_before_its_handlers_ends_it() {
+    // CI once saw a user process forked just before a graceful stop miss
+    // the signal (it ran the parent's inherited handler) and wait for
+    // connections until its idle timeout. The hook holds a new user
+    // process for 2 s between its fork and its own signal handlers; the
+    // stop comes in that window every time.
+    let (mut setup, hooks) = Setup::new().with_test_hooks();
+    setup.cold = true;
+    let alice = TestUser::create(false);
+    let da = setup.docroot("a");
+    write(&da.join("slow.php"), "<?php sleep(1); echo 'done';", 0o644);
+    let mut srv = setup
+        .global("UserPools On")
+        .global("ServerLimit 40")
+        .global("MaxRequestWorkers 20")
+        .global("UserPoolIdleTimeout 300")
+        .global("UserPoolMaxProcesses 1")
+        .vhost(VHost::of("alice.test", &da, &alice))
+        .start();
+    let hook = hooks.join("user-process-start");
+    write(&hook, "", 0o666);
+    // no idle user process: served the classic way, and the parent starts
+    // one on its next tick
+    let slow = get_in_background(srv.port(), "alice.test", "/slow.php");
+    // the new user process removes the hook's file, then pauses
+    assert!(
+        wait_until(10, || !hook.exists()),
+        "no user process started:\n{}",
+        srv.error_log()
+    );
+    srv.signal(libc::SIGWINCH);
+    let stopped = srv.wait_exit(20);
+    let left = srv.our_processes();
+    assert!(
+        stopped && left.is_empty(),
+        "graceful stop did not end every process (left: {left:?})\n{}",
+        srv.error_log()
+    );
+    let r = slow.join().unwrap().expect("the request in progress");
+    assert_eq!((r.status, r.body.as_str()), (200, "done"));
+    drop(alice);
+}
+
 /// What a process serving a connection holds: PHP lists its sockets.
 const SOCKETS_PHP: &str = "<?php $n = 0; foreach (scandir('/proc/self/fd') as $f) { if (str_starts_with((string)@readlink(\"/proc/self/fd/$f\"), 'socket:')) $n++; } echo $n;";
 

@@ -31,11 +31,50 @@ unsafe fn fork_raw() -> std::io::Result<i32> {
     }
 }
 
+/// The signals httpd's processes act on (stop, restart, graceful restart,
+/// graceful stop, ^C): blocked across [`fork_process`].
+const CONTROL_SIGNALS: [c_int; 5] = [
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGINT,
+    AP_SIG_GRACEFUL,
+    AP_SIG_GRACEFUL_STOP,
+];
+
+/// Blocks [`CONTROL_SIGNALS`]; returns the mask to restore.
+fn block_control_signals() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data filled by sigemptyset/sigaddset;
+    // sigprocmask only changes this (single-threaded) process's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in CONTROL_SIGNALS {
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::sigprocmask(libc::SIG_BLOCK, &set, &mut old);
+        old
+    }
+}
+
+fn restore_signal_mask(old: &libc::sigset_t) {
+    // SAFETY: restores a mask sigprocmask returned.
+    unsafe { libc::sigprocmask(libc::SIG_SETMASK, old, ptr::null_mut()) };
+}
+
 /// Forks a process that runs `child` and never comes back: whatever happens
 /// in it stays in it. A panic is logged (naming `what` and the pid) and the
 /// process `_exit`s with [`PANIC_EXIT`]; it never unwinds into the parent's
-/// frames (httpd's `main`, the hook guards of `run`), which would run the
-/// parent's teardown in the child. Returns the child's pid in the parent.
+/// frames (httpd's `main`, the MPM's loop), which would run the parent's
+/// teardown in the child. Returns the child's pid in the parent.
+///
+/// `signals` installs the child's handlers first. Until it has, the control
+/// signals stay blocked (in the parent too, for the fork itself): a stop or
+/// graceful signal sent to the new pid just after the fork waits, pending,
+/// for the child's own handler instead of running the handler inherited
+/// from the parent (which would set a flag in the child's copy of the
+/// parent's state, and the signal would be lost: a user process would then
+/// sit out a graceful stop until its idle timeout).
 ///
 /// The parent and the workers are single-threaded: httpd with a
 /// non-threaded MPM starts no threads in them, and other modules' child_init
@@ -43,12 +82,17 @@ unsafe fn fork_raw() -> std::io::Result<i32> {
 /// fork through here.
 pub fn fork_process(
     what: &str,
+    signals: fn(),
     child: impl FnOnce() -> std::convert::Infallible,
 ) -> std::io::Result<i32> {
+    let old = block_control_signals();
     // SAFETY: called only by the parent and the workers (see above), and
     // the child below never returns.
-    match unsafe { fork_raw() }? {
-        0 => {
+    let forked = unsafe { fork_raw() };
+    match forked {
+        Ok(0) => {
+            signals();
+            restore_signal_mask(&old);
             let payload = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)) {
                 Ok(never) => match never {},
                 Err(p) => p,
@@ -67,7 +111,10 @@ pub fn fork_process(
             // atexit handlers or unwinding further.
             unsafe { libc::_exit(PANIC_EXIT) }
         }
-        pid => Ok(pid),
+        other => {
+            restore_signal_mask(&old);
+            other
+        }
     }
 }
 

@@ -204,6 +204,9 @@ pub struct Setup {
     /// Extra environment variables for httpd (e.g. the test-only
     /// `MPM_ITK_TEST_HOOKS`, see `with_test_hooks`).
     pub env: Vec<(String, String)>,
+    /// Start without warming the user pools in the UserPools pass (a test
+    /// that watches the first user processes start).
+    pub cold: bool,
 }
 
 impl Setup {
@@ -224,6 +227,7 @@ impl Setup {
             load_prefork_too: false,
             own_process_group: true,
             env: vec![],
+            cold: false,
         }
     }
 
@@ -689,7 +693,7 @@ impl Server {
             .global
             .iter()
             .any(|g| g.contains("UserPools Off"));
-        if !user_pools_mode() || off {
+        if !user_pools_mode() || off || self.setup.cold {
             return;
         }
         let names: Vec<String> = self.setup.vhosts.iter().map(|v| v.name.clone()).collect();
