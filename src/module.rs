@@ -154,6 +154,9 @@ unsafe extern "C" fn register_hooks(_p: *mut c::apr_pool_t) {
         m::mpm_get_name(Some(hook_mpm_get_name), Order::Middle);
         // Switch user as early as possible, but after the per-dir merge.
         m::post_perdir_config(Some(hook_post_perdir_config), Order::ReallyFirst);
+        // Before mod_ssl's (Middle) and anything that reads the vhost's
+        // configuration for the request.
+        m::post_read_request(Some(hook_post_read_request), Order::ReallyFirst);
         m::dirwalk_stat(Some(hook_dirwalk_stat), Order::Middle);
         m::open_htaccess(Some(hook_open_htaccess), Order::ReallyFirst);
     })
@@ -268,6 +271,17 @@ unsafe extern "C" fn hook_post_perdir_config(r: *mut c::request_rec) -> c_int {
         || pools::refuse_foreign(req).unwrap_or_else(|| itk::post_perdir_config(req)),
         || itk::switch_panicked(req),
     )
+}
+
+unsafe extern "C" fn hook_post_read_request(r: *mut c::request_rec) -> c_int {
+    // SAFETY: the request lives for the hook call.
+    let Some(req) = (unsafe { Request::from_raw(r) }) else {
+        return DECLINED;
+    };
+    // A panic here: refuse the request (and its connection).
+    guard("post_read_request", HTTP_INTERNAL_SERVER_ERROR, || {
+        pools::misdirected(req).unwrap_or(DECLINED)
+    })
 }
 
 unsafe extern "C" fn hook_dirwalk_stat(

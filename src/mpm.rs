@@ -913,7 +913,25 @@ fn user_process_ended(
             .live()
             .filter(|(_, c)| c.generation == rec.generation)
             .any(|(sl, _)| kids.pool_of(sl).is_some_and(|(p, _)| p == pool));
-        crate::pools::process_ended(pool, index, others);
+        if crate::pools::process_ended(pool, index, others) {
+            replace_for_queued(kids, pool);
+        }
+    }
+}
+
+/// Connections wait in the channel of `pool`, whose last process ended: a
+/// replacement starts now and takes them, while the server runs and a slot
+/// above MaxRequestWorkers is free; otherwise they are closed.
+fn replace_for_queued(kids: &Children, pool: usize) {
+    let r = retained();
+    let t = tuning();
+    let running =
+        r.mpm_state() == mpmq::RUNNING && r.shutdown_pending() == 0 && r.restart_pending() == 0;
+    let free = (t.daemons_limit.max(0) as usize..t.server_limit.max(0) as usize)
+        .find(|&sl| kids.is_free(sl));
+    match free.filter(|_| running) {
+        Some(slot) => make_pool_child(slot, pool, 0),
+        None => crate::pools::drop_queued(pool),
     }
 }
 

@@ -24,7 +24,7 @@ use crate::httpd::{self as ffi, Level, Pool, Request, Server, core, listen};
 use crate::itk;
 use mpm_itk_core::handoff::{self, Channel, Peeked, Received, SharedWords};
 use mpm_itk_core::ids::Identity;
-use mpm_itk_core::peek::{self, Http, HttpLimits, Proxy};
+use mpm_itk_core::peek::{self, ClientHello, Http, HttpLimits, Proxy, Tls};
 use mpm_itk_core::pools::{self, PoolKey, VhostFacts};
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
@@ -180,8 +180,18 @@ pub fn post_config(pconf: Pool, s: Server) -> Result<(), String> {
     Ok(())
 }
 
-/// Most of a request head the worker peeks at.
-const PEEK_MAX: usize = 16 * 1024;
+/// Most of a request head or TLS ClientHello the worker peeks at (a
+/// largest accepted ClientHello, [`peek::TLS_MAX_HELLO`], with its record
+/// and handshake headers, fits).
+const PEEK_MAX: usize = peek::TLS_MAX_HELLO + 1024;
+
+/// What the peeked bytes name.
+enum Named {
+    /// An HTTP request: its host (None: none) and path.
+    Http(Option<peek::HostRequest>, String),
+    /// A TLS ClientHello's SNI name.
+    Sni(String),
+}
 
 /// In a worker, after accept: hands `sock` to an idle process of its
 /// vhost's pool (None) or gives it back for the classic path.
@@ -210,7 +220,7 @@ pub fn dispatch(w: &Worker, sock: Accepted) -> Option<Accepted> {
             &format!("UserPools: classic path: {why} (worker pid {})", pid()),
         );
     };
-    let (host, path) = loop {
+    let named = loop {
         match handoff::peek(fd, &mut buf, have, deadline) {
             Ok(Peeked::More(n)) => have = n,
             other => {
@@ -231,21 +241,47 @@ pub fn dispatch(w: &Worker, sock: Accepted) -> Option<Accepted> {
         }
         match peek::http_request(data, &limits) {
             Http::NeedMore if have < buf.len() => continue,
-            Http::Host(h) => break (Some(h), String::new()),
-            Http::NoHost { path } => break (None, path),
+            Http::Host(h) => break Named::Http(Some(h), String::new()),
+            Http::NoHost { path } => break Named::Http(None, path),
+            // The user process runs the whole handshake: mod_ssl then
+            // finds the same vhost by the same name.
+            Http::Tls => match peek::tls_client_hello(data, peek::TLS_MAX_HELLO) {
+                Tls::NeedMore if have < buf.len() => continue,
+                Tls::Hello(ClientHello {
+                    server_name: Some(name),
+                    ..
+                }) => break Named::Sni(name),
+                Tls::Hello(_) => {
+                    classic(&"TLS without SNI");
+                    return Some(sock);
+                }
+                other => {
+                    classic(&format_args!("TLS: {other:?}"));
+                    return Some(sock);
+                }
+            },
             other => {
                 classic(&format_args!("{other:?}"));
                 return Some(sock);
             }
         }
     };
-    let name = host.as_ref().map(|h| HostName {
-        host: &h.host,
-        port: h.port,
-        from_uri: h.from_uri,
-    });
-    let path = host.as_ref().map_or(path.as_str(), |h| h.path.as_str());
-    let Some(server) = w.route(&sock, name, path) else {
+    let routed = match &named {
+        Named::Http(host, path) => {
+            let name = host.as_ref().map(|h| HostName {
+                host: &h.host,
+                port: h.port,
+                from_uri: h.from_uri,
+            });
+            let path = host.as_ref().map_or(path.as_str(), |h| h.path.as_str());
+            w.route(&sock, name, path)
+        }
+        // No vhost of the address has the name: mod_ssl would stay on the
+        // address's default server, and a Host header would then choose;
+        // that is for the classic path to sort out.
+        Named::Sni(name) => w.route_sni(&sock, name),
+    };
+    let Some(server) = routed else {
         classic(&"no server");
         return Some(sock);
     };
@@ -361,51 +397,63 @@ pub fn forget() {
 }
 
 /// The parent reaped process `index` of pool `pool`: it no longer waits
-/// for connections; with no process of the pool left, connections already
-/// sent to it are closed (no one would ever read them).
-pub fn process_ended(pool: usize, index: usize, others_alive: bool) {
+/// for connections. Returns whether connections wait in the channel of a
+/// pool with no process left (a worker sent them before the parent knew
+/// the process had died): the caller starts a replacement for them, or
+/// else closes them ([`drop_queued`]).
+pub fn process_ended(pool: usize, index: usize, others_alive: bool) -> bool {
     with_alive(pool, |w| {
         let _ = w.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| v.checked_sub(1));
     });
     let guard = table();
     let Some(p) = guard.as_ref().and_then(|t| t.pools.get(pool)) else {
-        return;
+        return false;
+    };
+    let queued = match (&p.channel, others_alive) {
+        (Some(ch), false) => handoff::queued(ch.recv.as_raw_fd()).unwrap_or(0),
+        _ => 0,
     };
     if let Some(words) = &p.words {
         if others_alive {
             pools::died(words.words(), index);
         } else {
-            pools::reset(words.words());
+            pools::reset_owing(words.words(), queued);
         }
     }
-    if others_alive {
+    queued > 0
+}
+
+/// Closes the connections waiting in the channel of pool `pool`, which has
+/// no process left and gets none (no one would ever read them).
+pub fn drop_queued(pool: usize) {
+    let guard = table();
+    let Some(p) = guard.as_ref().and_then(|t| t.pools.get(pool)) else {
         return;
-    }
-    if let Some(ch) = &p.channel {
-        let mut dropped = 0;
-        // (bounded: the channel's other end is in the workers only, but
-        // the parent must never be kept here)
-        for _ in 0..1024 {
-            match handoff::recv_fd(ch.recv.as_raw_fd(), 0) {
-                Ok(Received::Fd(fd)) => {
-                    drop(fd);
-                    dropped += 1;
-                }
-                Ok(Received::Junk) | Ok(Received::Taken) => {}
-                _ => break,
+    };
+    let Some(ch) = &p.channel else { return };
+    let mut dropped = 0;
+    // (bounded: the channel's other end is in the workers only, but the
+    // parent must never be kept here)
+    for _ in 0..1024 {
+        match handoff::recv_fd(ch.recv.as_raw_fd(), 0) {
+            Ok(Received::Fd(fd)) => {
+                drop(fd);
+                dropped += 1;
             }
+            Ok(Received::Junk) | Ok(Received::Taken) => {}
+            _ => break,
         }
-        if dropped > 0 {
-            ffi::log(
-                Level::Warn,
-                0,
-                Server::main(),
-                &format!(
-                    "UserPools: closed {dropped} connection(s) sent to user {}'s last process, which ended",
-                    p.identity.user
-                ),
-            );
-        }
+    }
+    if dropped > 0 {
+        ffi::log(
+            Level::Warn,
+            0,
+            Server::main(),
+            &format!(
+                "UserPools: closed {dropped} connection(s) sent to user {}'s last process, which ended",
+                p.identity.user
+            ),
+        );
     }
 }
 
@@ -592,31 +640,62 @@ pub fn process_main(slot: usize, pool: usize, index: usize, num_listeners: usize
     child::end(0, true)
 }
 
-/// In a pool process, before the switch hook: a request for a vhost that
-/// is not routed to this process's pool (keep-alive to another vhost, an
-/// absolute URI naming one, a misroute) closes the connection unanswered.
-/// None elsewhere, and for the pool's own vhosts.
-pub fn refuse_foreign(r: Request) -> Option<i32> {
+/// Whether `r`, read by a user process, is for a vhost that is not routed
+/// to the process's pool (never in other processes).
+fn foreign(r: Request) -> Option<usize> {
     let mine = MY_POOL.load(Ordering::Relaxed);
     if mine == 0 {
         return None;
     }
-    let s = r.server();
     let routed = table()
         .as_ref()
-        .and_then(|t| t.routes.get(&s.key()).copied());
-    if routed == Some(mine - 1) {
-        return None;
-    }
+        .and_then(|t| t.routes.get(&r.server().key()).copied());
+    (routed != Some(mine - 1)).then_some(mine - 1)
+}
+
+/// In a user process, as soon as httpd has read a request and chosen its
+/// vhost (post_read_request, before mod_ssl's checks, the URI mapping,
+/// `.htaccess` and the handlers): a request for a vhost that is not routed
+/// to this process's pool (a keep-alive request or an absolute URI for
+/// another vhost, a TLS connection whose SNI named another user's vhost
+/// than its Host, a misroute) gets `421 Misdirected Request` with a fixed
+/// body (never the vhost's ErrorDocument) and its connection closes; the
+/// client retries on a new connection (RFC 9110 15.5.20), which the
+/// workers route anew. Nothing of that vhost ran, so the process goes on.
+pub fn misdirected(r: Request) -> Option<i32> {
+    let pool = foreign(r)?;
+    ffi::log_request(
+        Level::Info,
+        0,
+        r,
+        &format!(
+            "UserPools: vhost {} is not served by user {}'s processes: 421, closing the \
+             connection (uid {}, pid {})",
+            r.server().describe(),
+            pool_user(pool),
+            mpm_itk_core::privileges::current_uid(),
+            pid()
+        ),
+    );
+    Some(r.misdirected(
+        "The request names a site this connection does not serve; retry it on a new connection.",
+    ))
+}
+
+/// In a user process, before the switch hook: the same check as
+/// [`misdirected`] once more, should a request's vhost have changed since;
+/// this one closes the connection unanswered and ends the process.
+pub fn refuse_foreign(r: Request) -> Option<i32> {
+    let pool = foreign(r)?;
     ffi::log_request(
         Level::Warn,
         0,
         r,
         &format!(
-            "UserPools: vhost {} is not served by user {}'s processes; closing connection so the \
-             client retries on a new one (uid {}, pid {})",
-            s.describe(),
-            pool_user(mine - 1),
+            "UserPools: vhost {} is not served by user {}'s processes; closing connection \
+             (uid {}, pid {})",
+            r.server().describe(),
+            pool_user(pool),
             mpm_itk_core::privileges::current_uid(),
             pid()
         ),

@@ -181,15 +181,30 @@ fn a_request_for_another_users_vhost_is_never_served_by_a_user_process() {
     let served: i32 = r.body.split(' ').next().unwrap().parse().unwrap();
     assert!(is_user_process(srv, served), "{}", r.body);
     write!(s, "GET /pid.php HTTP/1.1\r\nHost: bob.test\r\n\r\n").unwrap();
+    // 421 with a fixed body, then the connection closes: the client
+    // retries on a new one, which a worker routes to bob
+    let r = read_response(&mut s).expect("a 421");
+    assert_eq!(r.status, 421, "{}", r.body);
     assert!(
-        read_response(&mut s).is_err(),
-        "bob's vhost answered on alice's connection"
+        r.body.contains("retry it on a new connection"),
+        "{}",
+        r.body
     );
+    let mut rest = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut s, &mut rest);
+    assert!(rest.is_empty(), "more after the 421: {rest:?}");
     assert!(
         srv.error_log().contains("is not served by user"),
         "{}",
         srv.error_log()
     );
+    // nothing of bob's vhost ran in alice's process: it goes on serving
+    assert_eq!(
+        parent_of(served),
+        srv.parent_pid(),
+        "user process {served} ended"
+    );
+    assert_eq!(who(srv, "bob.test").1, p.bob.uid);
     // an absolute URI naming bob's vhost, sent with alice's Host
     let a = warm(srv, "alice.test");
     let mut s = srv.connect();
@@ -283,6 +298,23 @@ fn a_killed_user_process_is_replaced_and_the_server_keeps_serving() {
     assert_ne!(a, b);
     assert_eq!(who(srv, "alice.test").1, p.alice.uid);
     assert_eq!(who(srv, "bob.test").1, p.bob.uid);
+    // killed while it waits: until the parent reaps it, workers still see
+    // it waiting and send it connections; its replacement takes them (none
+    // is reset)
+    std::thread::sleep(Duration::from_millis(200));
+    // SAFETY: signals a process of this test's httpd.
+    unsafe { libc::kill(b, libc::SIGKILL) };
+    for i in 0..4 {
+        let r = srv
+            .try_get("alice.test", "/pid.php")
+            .unwrap_or_else(|e| panic!("request {i} after the kill: {e}\n{}", srv.error_log()));
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    assert!(
+        !srv.error_log().contains("closed 1 connection"),
+        "{}",
+        srv.error_log()
+    );
 }
 
 #[test]

@@ -255,6 +255,16 @@ pub enum Received {
     Closed,
 }
 
+/// How many descriptor messages wait on the receiving end `chan`: the
+/// bytes queued (`SIOCINQ` sums a `SOCK_SEQPACKET` queue), one per
+/// [`send_fd`] message.
+pub fn queued(chan: RawFd) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCINQ writes one int into a live local.
+    cvt(unsafe { libc::ioctl(chan, libc::FIONREAD, &mut n) })?;
+    Ok(n.max(0) as usize)
+}
+
 /// Waits up to `timeout_ms` (-1: forever) for one descriptor on the
 /// receiving end `chan`; it arrives close-on-exec. (`poll` wakes every
 /// process waiting on the same end; processes that share one wait with

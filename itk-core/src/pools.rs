@@ -192,6 +192,16 @@ pub fn reset(words: &[AtomicU32]) {
     }
 }
 
+/// No process of the pool is left, and `queued` connections wait in its
+/// channel (sent to a process that died): nothing waits, and the next
+/// `queued` processes to wait take them without counting as idle.
+pub fn reset_owing(words: &[AtomicU32], queued: usize) {
+    reset(words);
+    if let Some(debt) = words.get(DEBT) {
+        debt.store(queued.min(u32::MAX as usize) as u32, Ordering::Release);
+    }
+}
+
 /// A connection took the classic path for want of an idle process.
 pub fn note_demand(words: &[AtomicU32]) {
     if let Some(w) = words.get(DEMAND) {
@@ -428,5 +438,31 @@ mod tests {
         for (p, i) in [(0, 0), (0, 63), (7, 5), (300, 1)] {
             assert_eq!(decode_kind(encode_kind(p, i)), Some((p, i)));
         }
+    }
+    #[test]
+    fn a_replacement_owes_the_connections_sent_to_a_dead_last_process() {
+        let w = table();
+        // process 0 waits; a worker reserves it and sends; it dies before
+        // it reads: the parent finds one connection queued
+        wait_begin(&w, 0);
+        assert!(claim(&w));
+        reset_owing(&w, 1);
+        assert_eq!(idle_count(&w), 0);
+        // its replacement (index 0 again) waits: it owes that connection,
+        // so it is not counted idle; it takes it, and waits again: idle
+        wait_begin(&w, 0);
+        assert_eq!(idle_count(&w), 0);
+        assert!(!claim(&w));
+        got_connection(&w, 0);
+        wait_begin(&w, 0);
+        assert_eq!(idle_count(&w), 1);
+        // (plain reset, as before: the replacement counted idle while it
+        // served the queued connection, and twice once it waited again)
+        let w = table();
+        reset(&w);
+        wait_begin(&w, 0);
+        got_connection(&w, 0);
+        wait_begin(&w, 0);
+        assert_eq!(idle_count(&w), 2);
     }
 }

@@ -147,6 +147,65 @@ unsafe fn pcalloc<T>(p: *mut sys::apr_pool_t) -> *mut T {
     }
 }
 
+/// What [`Child::route_sni`] looks for and finds.
+struct SniBaton {
+    name: *const std::ffi::c_char,
+    found: *mut sys::server_rec,
+}
+
+/// Whether the name at `names` (an APR array of C strings, or null) has
+/// an entry `matches` accepts.
+///
+/// # Safety
+/// `names` is null or a live APR array of `char *` (null entries allowed).
+unsafe fn any_name(
+    names: *mut sys::apr_array_header_t,
+    matches: impl Fn(*const std::ffi::c_char) -> bool,
+) -> bool {
+    if names.is_null() {
+        return false;
+    }
+    // SAFETY: as the caller guarantees: nelts entries of char *.
+    unsafe {
+        let elts = (*names).elts as *const *const std::ffi::c_char;
+        (0..(*names).nelts.max(0) as usize)
+            .map(|i| *elts.add(i))
+            .any(|n| !n.is_null() && matches(n))
+    }
+}
+
+/// `ap_vhost_iterate_given_conn` callback: mod_ssl's
+/// `ssl_util_vhost_matches` (ServerName, then ServerAlias exact, then
+/// wildcard ServerAlias with `ap_strcasecmp_match`); stops at the first
+/// match. Does nothing that can panic.
+extern "C" fn sni_matches(
+    baton: *mut c_void,
+    _c: *mut sys::conn_rec,
+    s: *mut sys::server_rec,
+) -> c_int {
+    // SAFETY: baton is the SniBaton route_sni passed; s a live server
+    // record of httpd's configuration, whose name fields are C strings or
+    // null and whose alias arrays hold C strings.
+    unsafe {
+        let b = &mut *(baton as *mut SniBaton);
+        if s.is_null() {
+            return 0;
+        }
+        let host = (*s).server_hostname;
+        let found = (!host.is_null() && libc::strcasecmp(b.name, host) == 0)
+            || any_name((*s).names, |n| libc::strcasecmp(b.name, n) == 0)
+            || any_name((*s).wild_names, |n| {
+                sys::ap_strcasecmp_match(b.name, n) == 0
+            });
+        if found {
+            b.found = s;
+            1
+        } else {
+            0
+        }
+    }
+}
+
 /// An accepted connection socket (lives in the worker's ptrans).
 pub struct Accepted(*mut c_void);
 
@@ -524,17 +583,7 @@ impl Child {
         host: Option<HostName>,
         path: &str,
     ) -> Option<Server<'static>> {
-        let sock = a.0 as *mut sys::apr_socket_t;
-        let mut local: *mut sys::apr_sockaddr_t = ptr::null_mut();
-        let mut remote: *mut sys::apr_sockaddr_t = ptr::null_mut();
-        // SAFETY: addresses of a live socket, allocated in its pool.
-        let ok = unsafe {
-            sys::apr_socket_addr_get(&mut local, sys::apr_interface_e_APR_LOCAL, sock) == 0
-                && sys::apr_socket_addr_get(&mut remote, sys::apr_interface_e_APR_REMOTE, sock) == 0
-        };
-        if !ok || local.is_null() || remote.is_null() {
-            return None;
-        }
+        let c = self.scratch_conn(a)?;
         let p = self.ptrans;
         let host_c = host.as_ref().map(|h| super::cstring_lossy(h.host));
         let header = host.as_ref().filter(|h| !h.from_uri).map(|h| {
@@ -549,23 +598,12 @@ impl Child {
             })
         });
         let path_c = super::cstring_lossy(path);
-        // SAFETY: zeroed records allocated in ptrans (which outlives this
-        // call), filled with what ap_update_vhost_given_ip and
-        // ap_update_vhost_from_headers read: the connection's pool,
-        // addresses and base server; the request's pool, connection,
-        // server, status, hostname or Host header, uri, and a log
-        // configuration that keeps their debug logging quiet. Strings are
-        // copied into ptrans.
+        // SAFETY: a zeroed request record allocated in ptrans (which
+        // outlives this call), filled with what ap_update_vhost_from_headers
+        // reads: the pool, the scratch connection, server, status, hostname
+        // or Host header, uri, and a log configuration that keeps its debug
+        // logging quiet. Strings are copied into ptrans.
         unsafe {
-            let c = pcalloc::<sys::conn_rec>(p);
-            (*c).pool = p;
-            (*c).local_addr = local;
-            (*c).client_addr = remote;
-            sys::apr_sockaddr_ip_get(&mut (*c).local_ip, local);
-            sys::apr_sockaddr_ip_get(&mut (*c).client_ip, remote);
-            (*c).base_server = sys::ap_server_conf;
-            (*c).log = &QUIET.0 as *const sys::ap_logconf;
-            sys::ap_update_vhost_given_ip(c);
             let r = pcalloc::<sys::request_rec>(p);
             (*r).pool = p;
             (*r).connection = c;
@@ -586,6 +624,66 @@ impl Child {
             }
             sys::ap_update_vhost_from_headers(r);
             Server::from_raw((*r).server)
+        }
+    }
+
+    /// The virtual host mod_ssl would choose for a TLS connection on `a`
+    /// whose ClientHello names `sni`: the first server of the address's
+    /// name chain (`ap_vhost_iterate_given_conn`, as mod_ssl's
+    /// `init_vhost`) whose ServerName, ServerAlias or wildcard ServerAlias
+    /// matches (mod_ssl's `ssl_util_vhost_matches`: no trailing-dot
+    /// normalisation, no `<VirtualHost>` address fallback). `None` when no
+    /// server matches: mod_ssl then stays on the address's default server.
+    pub fn route_sni(&self, a: &Accepted, sni: &str) -> Option<Server<'static>> {
+        let c = self.scratch_conn(a)?;
+        let name = super::cstring_lossy(sni);
+        let mut baton = SniBaton {
+            name: name.as_ptr(),
+            found: ptr::null_mut(),
+        };
+        // SAFETY: c is a scratch connection on which ap_update_vhost_given_ip
+        // ran; the callback only reads the server records httpd passes it
+        // and writes the baton, a live local.
+        unsafe {
+            sys::ap_vhost_iterate_given_conn(
+                c,
+                Some(sni_matches),
+                &mut baton as *mut SniBaton as *mut c_void,
+            );
+            Server::from_raw(baton.found)
+        }
+    }
+
+    /// A scratch connection record in ptrans for the accepted socket `a`,
+    /// with the base server and name chain of its local address and port
+    /// (`ap_update_vhost_given_ip`). Nothing is read from the socket.
+    fn scratch_conn(&self, a: &Accepted) -> Option<*mut sys::conn_rec> {
+        let sock = a.0 as *mut sys::apr_socket_t;
+        let mut local: *mut sys::apr_sockaddr_t = ptr::null_mut();
+        let mut remote: *mut sys::apr_sockaddr_t = ptr::null_mut();
+        // SAFETY: addresses of a live socket, allocated in its pool.
+        let ok = unsafe {
+            sys::apr_socket_addr_get(&mut local, sys::apr_interface_e_APR_LOCAL, sock) == 0
+                && sys::apr_socket_addr_get(&mut remote, sys::apr_interface_e_APR_REMOTE, sock) == 0
+        };
+        if !ok || local.is_null() || remote.is_null() {
+            return None;
+        }
+        let p = self.ptrans;
+        // SAFETY: a zeroed record allocated in ptrans (which outlives the
+        // caller's use), filled with what ap_update_vhost_given_ip reads:
+        // the pool, addresses, base server and a quiet log configuration.
+        unsafe {
+            let c = pcalloc::<sys::conn_rec>(p);
+            (*c).pool = p;
+            (*c).local_addr = local;
+            (*c).client_addr = remote;
+            sys::apr_sockaddr_ip_get(&mut (*c).local_ip, local);
+            sys::apr_sockaddr_ip_get(&mut (*c).client_ip, remote);
+            (*c).base_server = sys::ap_server_conf;
+            (*c).log = &QUIET.0 as *const sys::ap_logconf;
+            sys::ap_update_vhost_given_ip(c);
+            Some(c)
         }
     }
 

@@ -405,6 +405,18 @@ impl<'r> Request<'r> {
         // SAFETY: r->pool lives exactly as long as the request.
         unsafe { Pool::from_raw(self.get().pool) }.expect("request without pool")
     }
+    /// Answers the request `421 Misdirected Request` with `text` as the
+    /// whole body (`ap_custom_response`, which comes before any
+    /// ErrorDocument of the vhost: nothing of it runs), and closes the
+    /// connection after it. Returns the status for the hook to return.
+    pub fn misdirected(self, text: &str) -> i32 {
+        let t = cstring_lossy(text);
+        // SAFETY: the request is live; ap_custom_response copies the text
+        // into the request pool.
+        unsafe { sys::ap_custom_response(self.raw(), sys::HTTP_MISDIRECTED_REQUEST, t.as_ptr()) };
+        self.conn().set_close();
+        sys::HTTP_MISDIRECTED_REQUEST
+    }
     /// Evaluates a string expression for this request.
     pub fn eval(&self, e: Expr) -> Result<String, String> {
         let mut err: *const c_char = std::ptr::null();

@@ -475,6 +475,11 @@ hook!(
     ap_hook_post_perdir_config,
     ap_HOOK_post_perdir_config_t
 );
+hook!(
+    post_read_request,
+    ap_hook_post_read_request,
+    ap_HOOK_post_read_request_t
+);
 hook!(dirwalk_stat, ap_hook_dirwalk_stat, ap_HOOK_dirwalk_stat_t);
 hook!(
     open_htaccess,
