@@ -62,6 +62,18 @@ WORKLOADS = {
     "php": ("/page.php", "PHP page"),
 }
 
+# --tls: HTTPS rows (TLS 1.3, 1 KiB static, a.bench.test under its user).
+# Each is a listener of its own in every setup: the certificate's key type,
+# and whether a client can resume (session tickets on; the server's session
+# cache is off, so with tickets off every connection is a full handshake).
+TLS_WORKLOADS = {
+    "ec-full": ("/1k.html", "HTTPS ECDSA P-256, full handshakes", "ec", False),
+    "ec-resume": ("/1k.html", "HTTPS ECDSA P-256, resumed", "ec", True),
+    "rsa-full": ("/1k.html", "HTTPS RSA-2048, full handshakes", "rsa", False),
+    "rsa-resume": ("/1k.html", "HTTPS RSA-2048, resumed", "rsa", True),
+}
+TLS_VHOST = VHOSTS[0]
+
 PHP_PAGE = """<?php
 $items = [];
 for ($i = 0; $i < 50; $i++) { $items[] = "item " . $i; }
@@ -167,12 +179,13 @@ class Users:
 
 
 class Httpd:
-    def __init__(self, name, workdir, module, users, tuning, modset=False, many=()):
+    def __init__(self, name, workdir, module, users, tuning, modset=False, many=(), tls=False):
         self.name = name
         self.modset = modset
         self.many = list(many)
         self.dir = os.path.join(workdir, name)
         self.port = free_port()
+        self.tls_ports = {wl: free_port() for wl in TLS_WORKLOADS} if tls else {}
         self.proc = None
         self.cgroup = None
         for sub in ("logs", "run"):
@@ -282,7 +295,40 @@ class Httpd:
                 c.append("  AssignUserID %s %s" % (u, u))
 
             c.append("</VirtualHost>")
+        if self.tls_ports:
+            c += [
+                "LoadModule socache_shmcb_module %s/mod_socache_shmcb.so" % MODULES,
+                "LoadModule ssl_module %s/mod_ssl.so" % MODULES,
+                "SSLSessionCache none",
+                'LogFormat "%{SSL_SESSION_RESUMED}x %{SSL_PROTOCOL}x" tls',
+            ]
+            for wl, port in sorted(self.tls_ports.items()):
+                _, _, key, resume = TLS_WORKLOADS[wl]
+                c += [
+                    "Listen 127.0.0.1:%d" % port,
+                    "<VirtualHost 127.0.0.1:%d>" % port,
+                    "  ServerName %s" % TLS_VHOST,
+                    "  DocumentRoot %s/docroot-%s" % (workdir, USERS[0]),
+                    "  SSLEngine on",
+                    "  SSLProtocol -all +TLSv1.3",
+                    "  SSLCertificateFile %s/tls-%s.crt" % (workdir, key),
+                    "  SSLCertificateKeyFile %s/tls-%s.key" % (workdir, key),
+                    "  SSLSessionTickets %s" % ("on" if resume else "off"),
+                    "  CustomLog %s/logs/tls-%s.log tls" % (d, wl),
+                ]
+                if self.name not in ("prefork", "fpm"):
+                    c.append("  AssignUserID %s %s" % (USERS[0], USERS[0]))
+                c.append("</VirtualHost>")
         return "\n".join(c) + "\n"
+
+    def resumed(self, wl):
+        """(connections, resumed ones) in the TLS log of workload wl so far."""
+        try:
+            with open(os.path.join(self.dir, "logs", "tls-%s.log" % wl)) as f:
+                lines = f.read().splitlines()
+        except OSError:
+            return 0, 0
+        return len(lines), sum(1 for l in lines if l.startswith("Resumed"))
 
     def fpm_socket(self, user):
         return os.path.join(self.dir, "run", "fpm-%s.sock" % user)
@@ -469,15 +515,27 @@ class Sampler(threading.Thread):
                 self.pss.append(self.httpd.pss_kib())
 
 
-def run_wrk(httpd, path, close, conns, duration, lua):
+def run_wrk(httpd, path, close, conns, duration, lua, tls=None):
+    """wrk against httpd (plain HTTP; or, with tls = (workload, hosts
+    file), HTTPS to TLS_VHOST, which wrk resolves through that hosts file in
+    a mount namespace of its own, so its SNI names the vhost)."""
     threads = 3 if conns >= 3 else conns
     env = dict(os.environ, ITK_BENCH_CLOSE="1" if close else "0")
     sampler = Sampler(httpd, duration)
     cpu0 = httpd.cpu_ns()
+    if tls:
+        wl, hosts = tls
+        url = "https://%s:%d%s" % (TLS_VHOST, httpd.tls_ports[wl], path)
+        prefix = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                  'mount --bind "$0" /etc/hosts && exec "$@"', hosts]
+        seen0 = httpd.resumed(wl)
+    else:
+        url = "http://127.0.0.1:%d%s" % (httpd.port, path)
+        prefix = []
     sampler.start()
     r = subprocess.run(
-        ["wrk", "-t%d" % threads, "-c%d" % conns, "-d%ds" % duration, "--timeout", "10s",
-         "--latency", "-s", lua, "http://127.0.0.1:%d%s" % (httpd.port, path)],
+        prefix + ["wrk", "-t%d" % threads, "-c%d" % conns, "-d%ds" % duration, "--timeout", "10s",
+                  "--latency", "-s", lua, url],
         env=env, capture_output=True, text=True)
     sampler.stop_ev.set()
     sampler.join()
@@ -488,6 +546,12 @@ def run_wrk(httpd, path, close, conns, duration, lua):
     s = json.loads(line[-1])
     secs = s["duration_us"] / 1e6
     n = max(s["requests"], 1)
+    resumed_pct = 0.0
+    if tls:
+        time.sleep(0.3)  # the last lines reach the log
+        seen1 = httpd.resumed(tls[0])
+        total = seen1[0] - seen0[0]
+        resumed_pct = 100.0 * (seen1[1] - seen0[1]) / total if total else 0.0
     return {
         "rps": s["requests"] / secs,
         "p50_ms": s["p50_us"] / 1000,
@@ -496,6 +560,7 @@ def run_wrk(httpd, path, close, conns, duration, lua):
         "cpu_us": (cpu1 - cpu0) / 1000 / n,
         "procs": sampler.max_procs,
         "pss_mib": (statistics.median(sampler.pss) / 1024) if sampler.pss else 0.0,
+        "resumed_pct": resumed_pct,
     }
 
 
@@ -530,18 +595,45 @@ def fmt_ratio(a, b):
     return "%.2fx" % (a / b) if b else "n/a"
 
 
+def row_name(wl, close):
+    if wl in TLS_WORKLOADS:
+        label = TLS_WORKLOADS[wl][1]
+        if not close:
+            # one handshake per connection: resumption does not matter
+            label = label.split(",")[0]
+        return "%s, %s" % (label, "Connection: close" if close else "keep-alive")
+    return "%s, %s" % (WORKLOADS[wl][1], "Connection: close" if close else "keep-alive")
+
+
 def per_row(results, rows):
     """(row name, connections, {setup: medians}) for each table row."""
     for (wl, close, conns) in rows:
-        name = "%s, %s" % (WORKLOADS[wl][1], "Connection: close" if close else "keep-alive")
-        yield name, conns, {s: results[(wl, close, conns, s)] for s in SETUPS}
+        yield row_name(wl, close), conns, {s: results[(wl, close, conns, s)] for s in SETUPS}
+
+
+def make_certs(workdir):
+    """The TLS rows' certificates for TLS_VHOST (ECDSA P-256, RSA-2048),
+    and a hosts file that names it for wrk."""
+    for key, newkey in (("ec", ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]),
+                        ("rsa", ["-newkey", "rsa:2048"])):
+        subprocess.run(["openssl", "req", "-x509", "-nodes", "-days", "2"] + newkey +
+                       ["-subj", "/CN=%s" % TLS_VHOST, "-addext",
+                        "subjectAltName=DNS:%s" % TLS_VHOST,
+                        "-keyout", os.path.join(workdir, "tls-%s.key" % key),
+                        "-out", os.path.join(workdir, "tls-%s.crt" % key)],
+                       check=True, capture_output=True)
+    hosts = os.path.join(workdir, "hosts")
+    with open(hosts, "w") as f:
+        f.write("127.0.0.1 localhost %s\n" % TLS_VHOST)
+    return hosts
 
 
 def table(results, rows, meta):
     out = []
     out.append("# Benchmark results\n")
-    out.append("Produced by `bench/run%s%s` on %s. %s\n" % (
+    out.append("Produced by `bench/run%s%s%s` on %s. %s\n" % (
         " --quick" if meta["quick"] else "", " --modset" if meta["modset"] else "",
+        " --tls" if meta.get("tls") else "",
         meta["date"], meta["machine"]))
     if meta["modset"]:
         out.append("With `--modset`, every setup also loads %s, with `Protocols h2 h2c "
@@ -598,6 +690,21 @@ def table(results, rows, meta):
             fmt_ratio(r["rust"]["pss_mib"], r["c-itk"]["pss_mib"]),
             fmt_ratio(r["pools"]["pss_mib"], r["prefork"]["pss_mib"])))
     out.append("")
+    tls_rows = [x for x in rows if x[0] in TLS_WORKLOADS and x[1]]
+    if tls_rows:
+        out.append("## TLS resumption\n")
+        out.append("HTTPS rows: TLS 1.3, `SSLSessionCache none`; \"resumed\" rows have "
+                   "`SSLSessionTickets on` (wrk offers the session of its previous connection), "
+                   "\"full handshakes\" rows `off`. The share of connections mod_ssl logged as "
+                   "resumed (`%{SSL_SESSION_RESUMED}x`):\n")
+        out.append("| workload | conn. | resumed %% %s |" % names)
+        out.append("| --- | ---: | ---: |")
+        for (wl, close, conns) in tls_rows:
+            out.append("| %s | %d | %s |" % (
+                row_name(wl, close), conns,
+                " / ".join("%.0f" % results[(wl, close, conns, x)]["resumed_pct"]
+                           for x in SETUPS)))
+        out.append("")
     return "\n".join(out)
 
 
@@ -702,6 +809,9 @@ def main():
     ap.add_argument("--many", type=int, metavar="N",
                     help="N vhosts under N users, requests spread over them: req/s, the largest "
                          "process count and PSS per setup (into bench/RESULTS-many.md)")
+    ap.add_argument("--tls", action="store_true",
+                    help="HTTPS rows only (TLS 1.3, ECDSA and RSA certificates, full handshakes, "
+                         "resumed, keep-alive), into bench/RESULTS-tls.md")
     ap.add_argument("--serve", action="store_true",
                     help="start the three setups, print their ports and wait (for profiling)")
     args = ap.parse_args()
@@ -718,8 +828,17 @@ def main():
     conns_list = [int(c) for c in args.conns.split(",")] if args.conns else ([16] if quick else [16, 64])
     kas = {"on": [False], "off": [True], "both": [True, False]}[args.ka]
     rows = [(wl, close, c) for wl in workloads for close in kas for c in conns_list]
+    if args.tls:
+        rows = [(wl, close, c) for key in ("ec", "rsa") for c in conns_list
+                for (wl, close) in (("%s-full" % key, True), ("%s-resume" % key, True),
+                                    ("%s-resume" % key, False))]
+    elif quick:
+        # one HTTPS row: the TLS harness works, and user processes serve TLS
+        rows.append(("ec-resume", True, conns_list[0]))
+    tls = args.tls or quick
     out_path = args.out or os.path.join(
-        HERE, "RESULTS-quick.md" if quick else ("RESULTS-modset.md" if args.modset else "RESULTS.md"))
+        HERE, "RESULTS-quick.md" if quick else ("RESULTS-modset.md" if args.modset else
+                                                ("RESULTS-tls.md" if args.tls else "RESULTS.md")))
 
     tuning = {"start": 5, "min_spare": 5, "max_spare": 10, "max_workers": 150}
     if args.many:
@@ -732,9 +851,13 @@ def main():
         lua = os.path.join(workdir, "bench.lua")
         with open(lua, "w") as f:
             f.write("VHOSTS = {%s}\n" % ", ".join('"%s"' % v for v in VHOSTS) + WRK_LUA)
+        hosts = make_certs(workdir) if tls else None
+        tls_lua = os.path.join(workdir, "tls.lua")
+        with open(tls_lua, "w") as f:
+            f.write('VHOSTS = {"%s"}\n' % TLS_VHOST + WRK_LUA)
         setups = SETUPS + (["rust-full-exit"] if args.breakdown else [])
         for name in setups:
-            h = Httpd(name, workdir, args.module, users, tuning, args.modset)
+            h = Httpd(name, workdir, args.module, users, tuning, args.modset, tls=tls)
             h.start()
             servers.append(h)
         by_name = {h.name: h for h in servers}
@@ -769,6 +892,10 @@ def main():
             run_wrk(h, "/1k.html", True, 16, 1, lua)
             if h.name == "pools":
                 run_wrk(h, "/1k.html", True, max(conns_list), 6, lua)
+            if tls:
+                for wl in sorted({x[0] for x in rows if x[0] in TLS_WORKLOADS}):
+                    run_wrk(h, "/1k.html", True, max(conns_list), 6 if h.name == "pools" else 1,
+                            tls_lua, tls=(wl, hosts))
         results = {}
         total = len(rows) * runs * len(SETUPS)
         done = 0
@@ -776,8 +903,12 @@ def main():
             samples = {s: [] for s in SETUPS}
             for _ in range(runs):
                 for s in SETUPS:
-                    samples[s].append(run_wrk(by_name[s], WORKLOADS[wl][0], close, conns,
-                                              duration, lua))
+                    if wl in TLS_WORKLOADS:
+                        samples[s].append(run_wrk(by_name[s], TLS_WORKLOADS[wl][0], close, conns,
+                                                  duration, tls_lua, tls=(wl, hosts)))
+                    else:
+                        samples[s].append(run_wrk(by_name[s], WORKLOADS[wl][0], close, conns,
+                                                  duration, lua))
                     done += 1
                     r = samples[s][-1]
                     log("[%3d/%d] %-4s %-9s c%-3d %-8s %8.0f req/s  p99 %7.1f ms  cpu %6.0f us/req"
@@ -790,6 +921,7 @@ def main():
         meta = {
             "quick": quick,
             "modset": args.modset,
+            "tls": args.tls,
             "date": datetime.date.today().isoformat(),
             "machine": "%d CPUs (%s), Linux %s" % (os.cpu_count(), platform.machine(),
                                                    platform.release()),

@@ -707,3 +707,188 @@ fn what_a_user_process_holds_of_other_users_private_keys() {
     );
     println!("key secrets seen in alice's user process {a}: {body}");
 }
+
+/// `openssl ocsp` as a responder on `port` for the certificates `ca`
+/// issued (index.txt in `dir`); killed on drop.
+struct Responder(std::process::Child);
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn ocsp_stapling_works_in_a_user_process() {
+    let (mut setup, _hooks) = Setup::new().with_test_hooks();
+    setup.cold = true;
+    let dir = setup.dir.clone();
+    let ocsp_port = free_port();
+    let tls_port = free_port();
+    let alice = TestUser::create(false);
+    // a CA, and alice's certificate with the responder in its AIA
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-x509",
+            "-nodes",
+            "-days",
+            "2",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-subj",
+            "/CN=itk ocsp CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+        ],
+    );
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-nodes",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-subj",
+            "/CN=alice.test",
+            "-keyout",
+            "alice.key",
+            "-out",
+            "alice.csr",
+        ],
+    );
+    write(
+        &dir.join("ext.cnf"),
+        &format!(
+            "subjectAltName=DNS:alice.test\nauthorityInfoAccess=OCSP;URI:http://127.0.0.1:{ocsp_port}/\n"
+        ),
+        0o644,
+    );
+    openssl(
+        &dir,
+        &[
+            "x509",
+            "-req",
+            "-days",
+            "2",
+            "-in",
+            "alice.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "alice.crt",
+        ],
+    );
+    let field = |opt: &str| {
+        let out = Command::new("openssl")
+            .current_dir(&dir)
+            .args([
+                "x509",
+                "-noout",
+                opt,
+                "-dateopt",
+                "iso_8601",
+                "-in",
+                "alice.crt",
+            ])
+            .output()
+            .unwrap();
+        let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        s.split_once('=').unwrap().1.to_string()
+    };
+    // index.txt: V, expiry as YYMMDDHHMMSSZ, no revocation, serial
+    let end: String = field("-enddate")
+        .chars()
+        .filter(char::is_ascii_digit)
+        .skip(2)
+        .collect();
+    write(
+        &dir.join("index.txt"),
+        &format!(
+            "V\t{end}Z\t\t{}\tunknown\t/CN=alice.test\n",
+            field("-serial")
+        ),
+        0o644,
+    );
+    let _responder = Responder(
+        Command::new("openssl")
+            .current_dir(&dir)
+            .args([
+                "ocsp",
+                "-index",
+                "index.txt",
+                "-CA",
+                "ca.crt",
+                "-rsigner",
+                "ca.crt",
+                "-rkey",
+                "ca.key",
+                "-nmin",
+                "5",
+                "-port",
+            ])
+            .arg(ocsp_port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl ocsp"),
+    );
+    let docs = setup.docroot("alice.test");
+    write(&docs.join("pid.php"), PID_PHP, 0o644);
+    let srv = setup
+        .modules(&["socache_shmcb", "ssl"])
+        .global(format!("Listen 127.0.0.1:{tls_port}"))
+        .global(format!(
+            "SSLStaplingCache shmcb:{}/run/ssl_stapling(65536)",
+            dir.display()
+        ))
+        .global("UserPools On")
+        .global("ServerLimit 40")
+        .global("MaxRequestWorkers 20")
+        .global("UserPoolMaxProcesses 1")
+        .global(format!(
+            "<VirtualHost 127.0.0.1:{tls_port}>\n  ServerName alice.test\n  DocumentRoot {}\n  \
+             AssignUserID {u} {u}\n  SSLEngine on\n  SSLCertificateFile {d}/alice.crt\n  \
+             SSLCertificateKeyFile {d}/alice.key\n  SSLCertificateChainFile {d}/ca.crt\n  \
+             SSLUseStapling on\n  SSLStaplingResponderTimeout 5\n</VirtualHost>",
+            docs.display(),
+            u = alice.name,
+            d = dir.display()
+        ))
+        .start();
+    let t = Tls {
+        srv,
+        port: tls_port,
+        dir: dir.clone(),
+        sites: vec![],
+        client: (PathBuf::new(), PathBuf::new()),
+        keys: vec![],
+    };
+    let a = warm(&t, "alice.test", &[]);
+    std::thread::sleep(Duration::from_millis(150));
+    let out = s_client(
+        tls_port,
+        &["-servername", "alice.test", "-status"],
+        &get("alice.test"),
+    );
+    assert_eq!(served_pid(&out), a, "{out}");
+    assert!(
+        out.contains("OCSP Response Status: successful") && out.contains("Cert Status: good"),
+        "no stapled response:\n{out}\n{}",
+        t.srv.error_log()
+    );
+    drop(alice);
+}
