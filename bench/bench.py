@@ -221,9 +221,10 @@ class Httpd:
             c += ["UserPools On", "ServerLimit %d" % (tuning["max_workers"] + 3 * len(self.many) + 100),
                   "UserPoolMaxProcesses 2"]
         elif self.name == "pools":
-            # Room for user processes above MaxRequestWorkers: up to 32 per
-            # user (three users).
-            c += ["UserPools On", "ServerLimit 256", "UserPoolMaxProcesses 32"]
+            # Room for user processes above MaxRequestWorkers, up to the
+            # most a user may have (64): the HTTPS rows put every
+            # connection on one user's vhost (prefork has 150 workers for it).
+            c += ["UserPools On", "ServerLimit 256", "UserPoolMaxProcesses 64"]
         if self.name == "c-itk":
             c.append("LoadModule mpm_itk_module %s/mpm_itk.so" % MODULES)
         for m in ("authz_core", "authz_host", "mime", "dir", "alias", "setenvif", "status"):
@@ -708,6 +709,27 @@ def table(results, rows, meta):
     return "\n".join(out)
 
 
+TLS_MARK = "<!-- HTTPS rows: bench/run --tls -->"
+
+
+def splice_tls(text):
+    """RESULTS.md gets the HTTPS tables of a --tls run as its last section
+    (replacing the previous one), so that one file has every row."""
+    main = os.path.join(HERE, "RESULTS.md")
+    try:
+        with open(main) as f:
+            old = f.read()
+    except OSError:
+        return
+    body = old.split(TLS_MARK)[0].rstrip("\n")
+    tls = text.split("\n", 2)[2]  # without the title line
+    tls = "\n".join(("#" + l) if l.startswith("## ") else l for l in tls.splitlines())
+    with open(main, "w") as f:
+        f.write("%s\n\n%s\n## HTTPS\n\nFrom `bench/run --tls` (RESULTS-tls.md):\n%s\n" % (
+            body, TLS_MARK, tls))
+    log("bench: HTTPS rows spliced into %s" % main)
+
+
 def version(cmd):
     try:
         return subprocess.run(cmd, capture_output=True, text=True).stdout.strip()
@@ -948,6 +970,8 @@ def main():
             f.write(text)
         print(text)
         log("bench: wrote %s" % out_path)
+        if args.tls and not args.out:
+            splice_tls(text)
         if not quick:
             # the chart beside it (RESULTS.svg): req/s and CPU per request
             subprocess.run([sys.executable, os.path.join(HERE, "chart.py"), out_path], check=False)
