@@ -306,7 +306,7 @@ class Httpd:
             for wl, port in sorted(self.tls_ports.items()):
                 _, _, key, resume = TLS_WORKLOADS[wl]
                 c += [
-                    "Listen 127.0.0.1:%d" % port,
+                    "Listen 127.0.0.1:%d https" % port,
                     "<VirtualHost 127.0.0.1:%d>" % port,
                     "  ServerName %s" % TLS_VHOST,
                     "  DocumentRoot %s/docroot-%s" % (workdir, USERS[0]),

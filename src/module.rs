@@ -154,9 +154,10 @@ unsafe extern "C" fn register_hooks(_p: *mut c::apr_pool_t) {
         m::mpm_get_name(Some(hook_mpm_get_name), Order::Middle);
         // Switch user as early as possible, but after the per-dir merge.
         m::post_perdir_config(Some(hook_post_perdir_config), Order::ReallyFirst);
-        // Before mod_ssl's (Middle) and anything that reads the vhost's
-        // configuration for the request.
-        m::post_read_request(Some(hook_post_read_request), Order::ReallyFirst);
+        // Before mod_ssl's (Middle), other modules' REALLY_FIRST ones
+        // (mod_security2's phase 1 rules of the vhost) and anything that
+        // reads the vhost's configuration for the request.
+        m::post_read_request(Some(hook_post_read_request), Order::BeforeReallyFirst);
         m::dirwalk_stat(Some(hook_dirwalk_stat), Order::Middle);
         m::open_htaccess(Some(hook_open_htaccess), Order::ReallyFirst);
     })

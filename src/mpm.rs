@@ -921,18 +921,37 @@ fn user_process_ended(
 
 /// Connections wait in the channel of `pool`, whose last process ended: a
 /// replacement starts now and takes them, while the server runs and a slot
-/// above MaxRequestWorkers is free; otherwise they are closed.
+/// above MaxRequestWorkers is free; otherwise they are closed. At most one
+/// immediate replacement per pool a second (the parent's own clock, not
+/// shared memory): a replacement that dies at once (killed by its user's
+/// code, or failing before it waits) must not make the parent fork in a
+/// loop. Within that second the connections stay queued and the next
+/// maintenance starts a process (at its usual rate).
 fn replace_for_queued(kids: &Children, pool: usize) {
+    use std::time::{Duration, Instant};
+    static LAST: std::sync::Mutex<Vec<Option<Instant>>> = std::sync::Mutex::new(Vec::new());
     let r = retained();
     let t = tuning();
     let running =
         r.mpm_state() == mpmq::RUNNING && r.shutdown_pending() == 0 && r.restart_pending() == 0;
     let free = (t.daemons_limit.max(0) as usize..t.server_limit.max(0) as usize)
         .find(|&sl| kids.is_free(sl));
-    match free.filter(|_| running) {
-        Some(slot) => make_pool_child(slot, pool, 0),
-        None => crate::pools::drop_queued(pool),
+    let Some(slot) = free.filter(|_| running) else {
+        crate::pools::drop_queued(pool);
+        return;
+    };
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    if last.len() <= pool {
+        last.resize(pool + 1, None);
     }
+    let now = Instant::now();
+    if last[pool].is_some_and(|at| now.duration_since(at) < Duration::from_secs(1)) {
+        crate::pools::ask_for_process(pool);
+        return;
+    }
+    last[pool] = Some(now);
+    drop(last);
+    make_pool_child(slot, pool, 0);
 }
 
 /// ap_relieve_child_processes over the parent's records: reaps the workers

@@ -245,6 +245,13 @@ pub fn dispatch(w: &Worker, sock: Accepted) -> Option<Accepted> {
             Http::NoHost { path } => break Named::Http(None, path),
             // The user process runs the whole handshake: mod_ssl then
             // finds the same vhost by the same name.
+            // (only where httpd's listener says https: mod_ssl may be off
+            // elsewhere, and httpd would then read the hello as a request,
+            // with the address's default vhost's error settings)
+            Http::Tls if !sock.on_https_listener() => {
+                classic(&"TLS on a listener whose protocol is not https");
+                return Some(sock);
+            }
             Http::Tls => match peek::tls_client_hello(data, peek::TLS_MAX_HELLO) {
                 Tls::NeedMore if have < buf.len() => continue,
                 Tls::Hello(ClientHello {
@@ -431,6 +438,10 @@ pub fn drop_queued(pool: usize) {
         return;
     };
     let Some(ch) = &p.channel else { return };
+    // nothing will arrive for whoever waits next
+    if let Some(words) = &p.words {
+        pools::reset(words.words());
+    }
     let mut dropped = 0;
     // (bounded: the channel's other end is in the workers only, but the
     // parent must never be kept here)
@@ -454,6 +465,17 @@ pub fn drop_queued(pool: usize) {
                 p.identity.user
             ),
         );
+    }
+}
+
+/// Asks the parent's next maintenance for a process of pool `pool`.
+pub fn ask_for_process(pool: usize) {
+    if let Some(words) = table()
+        .as_ref()
+        .and_then(|t| t.pools.get(pool))
+        .and_then(|p| p.words.as_ref())
+    {
+        pools::note_demand(words.words());
     }
 }
 

@@ -136,6 +136,8 @@ struct Site {
 struct Tls {
     srv: Server,
     port: u16,
+    /// alice.test with TLS on a listener without the `https` protocol
+    http_proto_port: u16,
     dir: PathBuf,
     sites: Vec<Site>,
     client: (PathBuf, PathBuf),
@@ -158,6 +160,7 @@ fn start(pools: bool, extra: &[&str]) -> Tls {
     setup.cold = true;
     let dir = setup.dir.clone();
     let port = free_port();
+    let http_proto_port = free_port();
     let alice = cert(&dir, "alice", &["alice.test"], "ec");
     let bob = cert(&dir, "bob", &["bob.test", "secure.test"], "rsa");
     let shared = cert(&dir, "shared", &["*.shared.test"], "ec");
@@ -166,7 +169,9 @@ fn start(pools: bool, extra: &[&str]) -> Tls {
     let [alice_u, bob_u, carol_u, dave_u]: [TestUser; 4] = users.try_into().ok().unwrap();
     let mut setup = setup
         .modules(&["socache_shmcb", "ssl"])
-        .global(format!("Listen 127.0.0.1:{port}"))
+        .global(format!("Listen 127.0.0.1:{port} https"))
+        // a TLS listener that httpd does not know as https: never routed
+        .global(format!("Listen 127.0.0.1:{http_proto_port}"))
         .global(format!(
             "SSLSessionCache shmcb:{}/run/ssl_scache(512000)",
             dir.display()
@@ -216,6 +221,15 @@ fn start(pools: bool, extra: &[&str]) -> Tls {
     for b in blocks {
         setup = setup.global(b);
     }
+    setup = setup.global(format!(
+        "<VirtualHost 127.0.0.1:{http_proto_port}>\n  ServerName alice.test\n  DocumentRoot {}\n  \
+         AssignUserID {u} {u}\n  SSLEngine on\n  SSLCertificateFile {}\n  \
+         SSLCertificateKeyFile {}\n</VirtualHost>",
+        dir.join("docs/alice.test").display(),
+        alice.0.display(),
+        alice.1.display(),
+        u = alice_u.name,
+    ));
     let srv = setup.start();
     let keys = vec![alice.1.clone(), bob.1.clone(), shared.1.clone()];
     let sites = vec![
@@ -239,6 +253,7 @@ fn start(pools: bool, extra: &[&str]) -> Tls {
     Tls {
         srv,
         port,
+        http_proto_port,
         dir,
         sites,
         client: (client_crt, client_key),
@@ -270,7 +285,15 @@ fn curl(port: u16, sni: &str, path: &str, extra: &[&str]) -> (Option<u16>, Strin
 
 /// (pid, uid) a PHP page reports over HTTPS with SNI `sni`.
 fn who(t: &Tls, sni: &str, extra: &[&str]) -> (i32, u32) {
-    let (status, body) = curl(t.port, sni, "/pid.php", extra);
+    who_at(t, t.port, sni, extra)
+}
+
+fn who_on(t: &Tls, port: u16, sni: &str) -> (i32, u32) {
+    who_at(t, port, sni, &[])
+}
+
+fn who_at(t: &Tls, port: u16, sni: &str, extra: &[&str]) -> (i32, u32) {
+    let (status, body) = curl(port, sni, "/pid.php", extra);
     assert_eq!(status, Some(200), "{sni}: {body}\n{}", t.srv.error_log());
     let (pid, uid, ..) = page(&body).unwrap_or_else(|| panic!("{body}"));
     (pid, uid)
@@ -475,6 +498,14 @@ fn tls_without_a_routable_name_takes_the_classic_path_and_a_split_hello_is_route
     let pid = pid_of(&out);
     assert_eq!(page(&out).map(|p| p.1), Some(alice), "{out}");
     assert!(!is_pool_process(&t, pid), "no SNI served by a user process");
+    // TLS on a listener whose protocol is not https (mod_ssl may be off on
+    // such a port): classic, whatever the SNI
+    let (pid, uid) = who_on(&t, t.http_proto_port, "alice.test");
+    assert_eq!(uid, alice);
+    assert!(
+        !is_pool_process(&t, pid),
+        "TLS on an http listener was routed"
+    );
     // an SNI that names no vhost: classic too (the default vhost)
     let (pid, uid) = who(&t, "nobody.test", &[]);
     assert_eq!(uid, alice);
@@ -850,7 +881,7 @@ fn ocsp_stapling_works_in_a_user_process() {
     write(&docs.join("pid.php"), PID_PHP, 0o644);
     let srv = setup
         .modules(&["socache_shmcb", "ssl"])
-        .global(format!("Listen 127.0.0.1:{tls_port}"))
+        .global(format!("Listen 127.0.0.1:{tls_port} https"))
         .global(format!(
             "SSLStaplingCache shmcb:{}/run/ssl_stapling(65536)",
             dir.display()
@@ -872,6 +903,7 @@ fn ocsp_stapling_works_in_a_user_process() {
     let t = Tls {
         srv,
         port: tls_port,
+        http_proto_port: 0,
         dir: dir.clone(),
         sites: vec![],
         client: (PathBuf::new(), PathBuf::new()),

@@ -206,10 +206,17 @@ extern "C" fn sni_matches(
     }
 }
 
-/// An accepted connection socket (lives in the worker's ptrans).
-pub struct Accepted(*mut c_void);
+/// An accepted connection socket (lives in the worker's ptrans), and
+/// whether its listener's protocol is `https` (`Listen 443`, or `Listen
+/// 8443 https`).
+pub struct Accepted(*mut c_void, bool);
 
 impl Accepted {
+    /// Was it accepted on a listener whose protocol is `https`?
+    pub fn on_https_listener(&self) -> bool {
+        self.1
+    }
+
     /// The socket's descriptor (still owned by the APR socket).
     pub fn raw_fd(&self) -> std::os::fd::RawFd {
         let mut fd: sys::apr_os_sock_t = -1;
@@ -479,7 +486,10 @@ impl Child {
         } else if st != 0 {
             AcceptOutcome::Retry
         } else {
-            AcceptOutcome::Got(Accepted(csd))
+            // SAFETY: the listener record and its protocol string live in
+            // pconf.
+            let proto = unsafe { c_to_string((*lr).protocol) };
+            AcceptOutcome::Got(Accepted(csd, proto.eq_ignore_ascii_case("https")))
         }
     }
 
@@ -732,7 +742,7 @@ impl Child {
             unsafe { libc::close(raw) };
             return Err(format!("apr_os_sock_make failed (status {rv})"));
         }
-        self.process_connection(&Accepted(csd as *mut c_void));
+        self.process_connection(&Accepted(csd as *mut c_void, false));
         self.clear_transaction();
         Ok(())
     }

@@ -440,6 +440,9 @@ impl<D: Copy + Default + MergeDir + 'static, S: Copy + Default + 'static> PerMod
 /// Where a hook runs among the others (`APR_HOOK_*`).
 #[derive(Clone, Copy, Debug)]
 pub enum Order {
+    /// Before the hooks that other modules register REALLY_FIRST
+    /// (mod_security2's request_early, mod_log_forensic).
+    BeforeReallyFirst,
     ReallyFirst,
     Middle,
 }
@@ -448,6 +451,7 @@ impl Order {
     fn raw(self) -> c_int {
         match self {
             Order::ReallyFirst => sys::APR_HOOK_REALLY_FIRST,
+            Order::BeforeReallyFirst => sys::APR_HOOK_REALLY_FIRST - 10,
             Order::Middle => sys::APR_HOOK_MIDDLE,
         }
     }

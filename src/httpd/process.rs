@@ -91,9 +91,14 @@ pub fn fork_process(
     let forked = unsafe { fork_raw() };
     match forked {
         Ok(0) => {
-            signals();
-            restore_signal_mask(&old);
-            let payload = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)) {
+            // (inside the panic boundary: nothing here unwinds into the
+            // parent's frames)
+            let run = || {
+                signals();
+                restore_signal_mask(&old);
+                child()
+            };
+            let payload = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
                 Ok(never) => match never {},
                 Err(p) => p,
             };
