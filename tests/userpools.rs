@@ -44,7 +44,7 @@ fn start(extra: &[&str], dyn_lines: &[String]) -> Pools {
         dynv = dynv.line(l.clone());
     }
     let srv = setup
-        .vhost(VHost::of("alice.test", &da, &alice))
+        .vhost(VHost::of("alice.test", &da, &alice).line("php_admin_value ffi.enable 1"))
         .vhost(VHost::of("bob.test", &db, &bob))
         .vhost(dynv)
         .start();
@@ -315,6 +315,72 @@ fn a_killed_user_process_is_replaced_and_the_server_keeps_serving() {
         "{}",
         srv.error_log()
     );
+}
+
+/// A PHP FFI page (tenant code with native code) that forks a process
+/// which, after a pause and for `secs` seconds, marks its pool as having an
+/// idle process (it writes the pool's shared words, one page of shared
+/// memory it inherited) so that workers queue connections for it, and
+/// sends SIGKILL to every process of its user: each replacement dies as
+/// soon as it starts, with connections still queued.
+const KILL_LOOP_PHP: &str = r#"<?php
+$c = FFI::cdef("int fork(void); int kill(int pid, int sig); int usleep(unsigned int us); void _exit(int s); long time(void *t); void *memcpy(uintptr_t d, const void *s, size_t n);", "libc.so.6");
+if ($c->fork() == 0) {
+    $one = FFI::new("uint32_t");
+    $one->cdata = 1;
+    $words = [];
+    foreach (file('/proc/self/maps') as $l) {
+        if (preg_match('/^([0-9a-f]+)-([0-9a-f]+) rw-s .*\/dev\/zero/', $l, $m)
+            && hexdec($m[2]) - hexdec($m[1]) == 4096) $words[] = hexdec($m[1]);
+    }
+    $c->usleep(300000);
+    $end = $c->time(null) + (int)$_GET['secs'];
+    while ($c->time(null) < $end) {
+        foreach ($words as $w) $c->memcpy($w + 4, FFI::addr($one), 4);
+        $c->kill(-1, 9);
+        $c->usleep(500);
+    }
+    $c->_exit(0);
+}
+echo "started";
+"#;
+
+#[test]
+fn a_user_that_kills_its_processes_and_writes_its_pool_words_harms_no_one_else() {
+    let p = start(&["UserPoolMaxProcesses 2"], &[]);
+    let srv = &p.srv;
+    write(&srv.setup.dir.join("docs/a/kill.php"), KILL_LOOP_PHP, 0o644);
+    warm(srv, "alice.test");
+    // (every user process the parent reaps is logged, also one killed
+    // before it logged its start)
+    let spawned = |log: &str| {
+        log.matches(&format!("of user {} (slot", p.alice.name))
+            .count()
+    };
+    let before = spawned(&srv.error_log());
+    assert_eq!(srv.get("alice.test", "/kill.php?secs=3").body, "started");
+    // connections keep coming for alice while every process of hers dies:
+    // some are sent to a process that is already dead
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_millis(3500) {
+        let _ = srv.try_get("alice.test", "/pid.php");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let during = spawned(&srv.error_log()) - before;
+    // the parent replaces them at its own pace (immediate replacements at
+    // most once a second, the rest at the maintenance's): no fork loop
+    assert!(
+        during <= 40,
+        "{during} user processes of alice ended in 3.5 s\n{}",
+        srv.error_log()
+    );
+    // the server is fine, and alice is served again by her processes
+    std::thread::sleep(Duration::from_millis(1500));
+    let a = warm(srv, "alice.test");
+    assert_eq!(who(srv, "alice.test").1, p.alice.uid);
+    assert!(is_user_process(srv, a));
+    assert_eq!(who(srv, "bob.test").1, p.bob.uid);
+    println!("user processes of alice that ended during the kill loop: {during}");
 }
 
 #[test]
