@@ -714,7 +714,8 @@ fn resolve_target(
 pub fn post_perdir_config(r: Request) -> i32 {
     test_panic_point("switch");
     let s = r.server();
-    let vhost = format!("{}:{}", s.hostname(), r.conn().local_port());
+    // (written only into log lines: not formatted for every request)
+    let vhost = VhostName(r);
 
     if r.is_main() && !IN_POOL.load(Ordering::Relaxed) {
         // mod_status: this request's CPU time on top of the worker's total
@@ -852,11 +853,25 @@ pub fn post_perdir_config(r: Request) -> i32 {
     }
 }
 
+/// "name:port" of a request's vhost, for log lines.
+struct VhostName<'r>(Request<'r>);
+
+impl std::fmt::Display for VhostName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}",
+            self.0.server().hostname(),
+            self.0.conn().local_port()
+        )
+    }
+}
+
 /// The first switch of this connection child: recipe 2, then vhost code
 /// runs.
 fn switch(
     r: Request,
-    vhost: &str,
+    vhost: &VhostName,
     t: Identity,
     nice: Option<i32>,
     base_nice: i32,
@@ -909,7 +924,7 @@ fn switch(
 
 /// A request that cannot get its identity: 500, and the connection is
 /// closed after it; this process never tries the switch again.
-fn refuse(r: Request, vhost: &str, e: &Refusal) -> i32 {
+fn refuse(r: Request, vhost: &VhostName, e: &Refusal) -> i32 {
     *conn_state() = ConnState::Failed;
     r.conn().set_close();
     ffi::log_request(
@@ -933,10 +948,9 @@ pub fn switch_panicked(r: Request) -> i32 {
     // First, with nothing that could panic again before it.
     *conn_state() = ConnState::Failed;
     r.conn().set_close();
-    let vhost = format!("{}:{}", r.server().hostname(), r.conn().local_port());
     refuse(
         r,
-        &vhost,
+        &VhostName(r),
         &Refusal::Internal("internal error in the switch hook (see the line above)".into()),
     )
 }
