@@ -417,37 +417,65 @@ fn make_child(slot: usize) -> Result<(), ()> {
     let r = retained();
     let buckets = r.num_buckets().max(1) as usize;
     let bucket = slot % buckets;
-    if slot as i32 + 1 > r.max_daemons_limit() {
-        r.set_max_daemons_limit(slot as i32 + 1);
-    }
+    note_slot_used(slot);
     if one_process() {
         children().started(slot, std::process::id() as i32, r.my_generation());
         scoreboard::note_child_started(slot, std::process::id() as i32, r.my_generation());
         child_main(slot, 0);
     }
-    scoreboard::update_slot_status(slot, SERVER_STARTING);
     // The worker runs inside its own panic boundary (fork_process): a panic
     // there ends that worker only, and the parent replaces it.
-    let forked = process::fork_process("worker", child::set_worker_signals, || {
-        child_main(slot, bucket)
-    });
+    let forked = fork_into_slot(
+        slot,
+        ("worker", "fork: Unable to fork new process"),
+        child::set_worker_signals,
+        || child_main(slot, bucket),
+    );
     match forked {
+        // Do not spin on a resource shortage.
+        None => {
+            process::sleep_secs(10);
+            Err(())
+        }
+        Some(pid) => {
+            record_started(slot, pid, 0);
+            Ok(())
+        }
+    }
+}
+
+/// What make_child and make_pool_child share: the slot counts in
+/// max_daemons_limit and shows SERVER_STARTING; the fork (the child's
+/// signal handlers first; `what.0` names the child in a panic's log line);
+/// a failed fork is logged (`what.1`) and leaves the slot SERVER_DEAD.
+fn fork_into_slot(
+    slot: usize,
+    what: (&str, &str),
+    signals: fn(),
+    child: impl FnOnce() -> std::convert::Infallible,
+) -> Option<i32> {
+    note_slot_used(slot);
+    scoreboard::update_slot_status(slot, SERVER_STARTING);
+    match process::fork_process(what.0, signals, child) {
+        Ok(pid) => Some(pid),
         Err(e) => {
             ffi::log(
                 Level::Err,
                 e.raw_os_error().unwrap_or(0),
                 Server::main(),
-                "fork: Unable to fork new process",
+                what.1,
             );
-            // Fix the scoreboard, and do not spin on a resource shortage.
             scoreboard::update_slot_status(slot, SERVER_DEAD);
-            process::sleep_secs(10);
-            Err(())
+            None
         }
-        Ok(pid) => {
-            record_started(slot, pid, 0);
-            Ok(())
-        }
+    }
+}
+
+/// Slots up to `slot` are in use: max_daemons_limit covers it.
+fn note_slot_used(slot: usize) {
+    let r = retained();
+    if slot as i32 + 1 > r.max_daemons_limit() {
+        r.set_max_daemons_limit(slot as i32 + 1);
     }
 }
 
@@ -465,28 +493,16 @@ fn record_started(slot: usize, pid: i32, kind: i32) {
 /// slot `slot`, above MaxRequestWorkers: the root parent starts it, and it
 /// becomes the pool's user once.
 fn make_pool_child(slot: usize, pool: usize, index: usize) {
-    let r = retained();
-    if slot as i32 + 1 > r.max_daemons_limit() {
-        r.set_max_daemons_limit(slot as i32 + 1);
-    }
-    scoreboard::update_slot_status(slot, SERVER_STARTING);
     let listeners = NUM_LISTENERS.load(Ordering::Relaxed);
-    match process::fork_process("user process", crate::pools::process_signals, || {
-        crate::pools::process_main(slot, pool, index, listeners)
-    }) {
-        Err(e) => {
-            ffi::log(
-                Level::Err,
-                e.raw_os_error().unwrap_or(0),
-                Server::main(),
-                "fork: Unable to fork a user process",
-            );
-            scoreboard::update_slot_status(slot, SERVER_DEAD);
-        }
-        Ok(pid) => {
-            record_started(slot, pid, mpm_itk_core::pools::encode_kind(pool, index));
-            crate::pools::process_started(pool);
-        }
+    let forked = fork_into_slot(
+        slot,
+        ("user process", "fork: Unable to fork a user process"),
+        crate::pools::process_signals,
+        || crate::pools::process_main(slot, pool, index, listeners),
+    );
+    if let Some(pid) = forked {
+        record_started(slot, pid, mpm_itk_core::pools::encode_kind(pool, index));
+        crate::pools::process_started(pool);
     }
 }
 

@@ -64,8 +64,9 @@ fn cert(dir: &Path, file: &str, names: &[&str], alg: &str) -> (PathBuf, PathBuf)
     (dir.join(crt), dir.join(key))
 }
 
-/// A CA and a client certificate it signed: (ca.crt, client.crt, client.key).
-fn client_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+/// An ECDSA P-256 CA in `dir` (ca.key, ca.crt) named `cn`.
+fn ec_ca(dir: &Path, cn: &str) {
+    let subj = format!("/CN={cn}");
     openssl(
         dir,
         &[
@@ -79,13 +80,24 @@ fn client_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
             "-pkeyopt",
             "ec_paramgen_curve:P-256",
             "-subj",
-            "/CN=itk test CA",
+            &subj,
             "-keyout",
             "ca.key",
             "-out",
             "ca.crt",
         ],
     );
+}
+
+/// `name`.key and `name`.crt in `dir`: an ECDSA P-256 certificate for `cn`
+/// signed by [`ec_ca`]'s CA, with the extensions in file `ext` if given.
+fn ec_signed(dir: &Path, name: &str, cn: &str, ext: Option<&str>) -> (PathBuf, PathBuf) {
+    let (key, csr, crt) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.crt"),
+    );
+    let subj = format!("/CN={cn}");
     openssl(
         dir,
         &[
@@ -96,36 +108,40 @@ fn client_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
             "-pkeyopt",
             "ec_paramgen_curve:P-256",
             "-subj",
-            "/CN=itk test client",
+            &subj,
             "-keyout",
-            "client.key",
+            &key,
             "-out",
-            "client.csr",
+            &csr,
         ],
     );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-days",
-            "2",
-            "-in",
-            "client.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "client.crt",
-        ],
-    );
-    (
-        dir.join("ca.crt"),
-        dir.join("client.crt"),
-        dir.join("client.key"),
-    )
+    let mut args = vec![
+        "x509",
+        "-req",
+        "-days",
+        "2",
+        "-in",
+        &csr,
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        &crt,
+    ];
+    if let Some(ext) = ext {
+        args.extend_from_slice(&["-extfile", ext]);
+    }
+    openssl(dir, &args);
+    (dir.join(crt), dir.join(key))
+}
+
+/// A CA and a client certificate it signed: (ca.crt, client.crt, client.key).
+fn client_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    ec_ca(dir, "itk test CA");
+    let (crt, key) = ec_signed(dir, "client", "itk test client", None);
+    (dir.join("ca.crt"), crt, key)
 }
 
 struct Site {
@@ -156,7 +172,7 @@ impl Tls {
 /// with one wildcard certificate, secure.test of bob's that requires a
 /// client certificate. UserPools `pools`, one process per user.
 fn start(pools: bool, extra: &[&str]) -> Tls {
-    let (mut setup, _hooks) = Setup::new().with_test_hooks();
+    let mut setup = Setup::new();
     setup.cold = true;
     let dir = setup.dir.clone();
     let port = free_port();
@@ -774,50 +790,14 @@ impl Drop for Responder {
 
 #[test]
 fn ocsp_stapling_works_in_a_user_process() {
-    let (mut setup, _hooks) = Setup::new().with_test_hooks();
+    let mut setup = Setup::new();
     setup.cold = true;
     let dir = setup.dir.clone();
     let ocsp_port = free_port();
     let tls_port = free_port();
     let alice = TestUser::create(false);
     // a CA, and alice's certificate with the responder in its AIA
-    openssl(
-        &dir,
-        &[
-            "req",
-            "-x509",
-            "-nodes",
-            "-days",
-            "2",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-subj",
-            "/CN=itk ocsp CA",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-        ],
-    );
-    openssl(
-        &dir,
-        &[
-            "req",
-            "-nodes",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-subj",
-            "/CN=alice.test",
-            "-keyout",
-            "alice.key",
-            "-out",
-            "alice.csr",
-        ],
-    );
+    ec_ca(&dir, "itk ocsp CA");
     write(
         &dir.join("ext.cnf"),
         &format!(
@@ -825,26 +805,7 @@ fn ocsp_stapling_works_in_a_user_process() {
         ),
         0o644,
     );
-    openssl(
-        &dir,
-        &[
-            "x509",
-            "-req",
-            "-days",
-            "2",
-            "-in",
-            "alice.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-extfile",
-            "ext.cnf",
-            "-out",
-            "alice.crt",
-        ],
-    );
+    ec_signed(&dir, "alice", "alice.test", Some("ext.cnf"));
     let field = |opt: &str| {
         let out = Command::new("openssl")
             .current_dir(&dir)
