@@ -12,7 +12,7 @@ use crate::httpd::{Expr, Request, Server};
 use mpm_itk_core::directives::{self, MAX_CLIENTS_DEPRECATED};
 use mpm_itk_core::ids::{self, Identity};
 use mpm_itk_core::ranges::{DEFAULT_RANGE, IdRange};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// prefork's tuning directives (DEFAULT_* from prefork's mpm_default.h).
 #[derive(Clone, Copy, Debug)]
@@ -84,7 +84,8 @@ pub struct State {
     pub globals: Globals,
     /// Every `AssignUserID` of the configuration, resolved once, with where
     /// it was written (for check_config's messages).
-    pub identities: Vec<(Identity, String)>,
+    /// (shared: a request's identity check borrows one without a copy)
+    pub identities: Vec<(Arc<Identity>, String)>,
     /// Every `NiceValue` (clamped) with where it was written.
     pub nice_values: Vec<(i32, String)>,
 }
@@ -212,7 +213,7 @@ pub fn assign_user_id(c: &mut Cmd, user: &str, group: &str) -> Result<(), String
     let location = c.location();
     let idx = {
         let mut s = state();
-        s.identities.push((id, location));
+        s.identities.push((Arc::new(id), location));
         s.identities.len() - 1
     };
     c.dir_config(&CONFIG).identity = Some(idx);

@@ -28,15 +28,16 @@ use mpm_itk_core::privileges::{self, CapsHashSet, PrivError, RealSys, Sys, Targe
 use mpm_itk_core::ranges::{self, Allowed, ExprPolicy};
 use mpm_itk_core::seccomp;
 use mpm_itk_core::target;
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Resolved at configuration time, in the parent, inherited by every worker.
 struct Prepared {
     /// `User`/`Group` with the user's supplementary groups.
-    server: Identity,
+    server: Arc<Identity>,
     allowed: Allowed,
     /// Who AssignUserIDExpr / AssignGroupIDExpr may choose.
     expr_policy: ExprPolicy,
@@ -170,7 +171,7 @@ fn prepare() -> Result<Prepared, String> {
     })
     .unwrap_or(0);
     Ok(Prepared {
-        server,
+        server: Arc::new(server),
         allowed,
         expr_policy,
         filter,
@@ -544,8 +545,11 @@ pub fn close_connection(r: Request) -> ! {
 /// (an index into the configuration's identities), or else User/Group.
 pub fn vhost_identity(assigned: Option<usize>) -> Option<Identity> {
     match assigned {
-        Some(i) => config::state().identities.get(i).map(|(id, _)| id.clone()),
-        None => prepared().as_ref().map(|p| p.server.clone()),
+        Some(i) => config::state()
+            .identities
+            .get(i)
+            .map(|(id, _)| Identity::clone(id)),
+        None => prepared().as_ref().map(|p| Identity::clone(&p.server)),
     }
 }
 
@@ -681,19 +685,18 @@ impl std::fmt::Display for Refusal {
 
 /// The identity this request must run as ([`target::resolve`]): the
 /// expressions are evaluated for this request, users and groups read from
-/// the system's database.
-fn resolve_target(
+/// the system's database. `assigned` is the request's AssignUserID (None:
+/// none; `Some(None)`: missing from the configuration). Without an
+/// expression, the answer borrows `assigned` or `server`: no copy.
+fn resolve_target<'a>(
     r: Request,
     d: &config::DirConf,
-    server: &Identity,
+    assigned: Option<Option<&'a Identity>>,
+    server: &'a Identity,
     policy: &ExprPolicy,
-) -> Result<Identity, Refusal> {
-    // (a copy: the configuration lock is not held while expressions run)
-    let assigned: Option<Option<Identity>> = d
-        .identity
-        .map(|i| config::state().identities.get(i).map(|(id, _)| id.clone()));
+) -> Result<Cow<'a, Identity>, Refusal> {
     let directives = target::Directives {
-        assigned: assigned.as_ref().map(Option::as_ref),
+        assigned,
         user_expr: d.uid_expr.is_some(),
         group_expr: d.gid_expr.is_some(),
     };
@@ -763,7 +766,11 @@ pub fn post_perdir_config(r: Request) -> i32 {
         );
     };
     let (server, allowed, policy) = match prepared().as_ref() {
-        Some(p) => (p.server.clone(), p.allowed.clone(), p.expr_policy.clone()),
+        Some(p) => (
+            Arc::clone(&p.server),
+            p.allowed.clone(),
+            p.expr_policy.clone(),
+        ),
         None => {
             return refuse(
                 r,
@@ -786,8 +793,17 @@ pub fn post_perdir_config(r: Request) -> i32 {
             }
         },
     };
-    match state.decide(d.nice, || resolve_target(r, &d, &server, &policy)) {
-        Decision::Switch(t) => switch(r, &vhost, t, d.nice, base_nice, &allowed),
+    // (shared, not copied: the configuration lock is not held while
+    // expressions run)
+    let assigned: Option<Option<Arc<Identity>>> = d.identity.map(|i| {
+        config::state()
+            .identities
+            .get(i)
+            .map(|(id, _)| Arc::clone(id))
+    });
+    let assigned = assigned.as_ref().map(Option::as_deref);
+    match state.decide(d.nice, || resolve_target(r, &d, assigned, &server, &policy)) {
+        Decision::Switch(t) => switch(r, &vhost, t.into_owned(), d.nice, base_nice, &allowed),
         Decision::Serve => OK,
         Decision::Renice(want) => match privileges::renice(&mut RealSys, want) {
             Ok(()) => {
@@ -988,13 +1004,17 @@ pub fn should_watch_htaccess(r: Request) -> bool {
     switched() && r.is_main()
 }
 
-pub fn after_htaccess_open(r: Request, path: &str, status: i32) {
+pub fn after_htaccess_open(r: Request, path: &std::ffi::CStr, status: i32) {
     if status_is_eacces(status) {
         ffi::log_request(
             Level::Warn,
             status,
             r,
-            &format!("Couldn't read {path}, closing connection (pid {})", pid()),
+            &format!(
+                "Couldn't read {}, closing connection (pid {})",
+                path.to_string_lossy(),
+                pid()
+            ),
         );
         close_and_exit(r.conn());
     }

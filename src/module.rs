@@ -319,7 +319,7 @@ unsafe extern "C" fn hook_open_htaccess(
         // SAFETY: the arguments are those of this open_htaccess call.
         let (status, path) =
             unsafe { m::core_open_htaccess(r, dir_name, access_name, conffile, full_name) };
-        itk::after_htaccess_open(req, &path, status);
+        itk::after_htaccess_open(req, path, status);
         status
     })
 }

@@ -29,7 +29,7 @@ use mpm_itk_core::pools::{self, PoolKey, VhostFacts};
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 /// One user pool of this generation.
@@ -61,6 +61,9 @@ struct Table {
 static TABLE: Mutex<Option<Table>> = Mutex::new(None);
 /// In a pool process: its pool index + 1 (0: not a pool process).
 static MY_POOL: AtomicUsize = AtomicUsize::new(0);
+/// In a pool process: the server_rec keys of the vhosts routed to its pool,
+/// sorted (read for every request, without a lock).
+static MY_SERVERS: OnceLock<Vec<usize>> = OnceLock::new();
 
 fn table() -> MutexGuard<'static, Option<Table>> {
     TABLE.lock().unwrap_or_else(|e| e.into_inner())
@@ -548,6 +551,20 @@ pub fn process_main(slot: usize, pool: usize, index: usize, num_listeners: usize
             words,
         )
     };
+    let mut servers: Vec<usize> = table()
+        .as_ref()
+        .map(|t| {
+            t.routes
+                .iter()
+                .filter(|&(_, &p)| p == pool)
+                .map(|(&k, _)| k)
+                .collect()
+        })
+        .unwrap_or_default();
+    servers.sort_unstable();
+    if MY_SERVERS.set(servers).is_err() {
+        fail("the pool's vhosts were set before".into())
+    }
     MY_POOL.store(pool + 1, Ordering::Relaxed);
     if let Err(e) = itk::become_pool_user(slot, &identity, key.nice) {
         fail(e)
@@ -597,22 +614,31 @@ pub fn process_main(slot: usize, pool: usize, index: usize, num_listeners: usize
             Ok(Received::Fd(fd)) => {
                 idle_secs = 0;
                 pools::got_connection(flags, index);
-                if let Err(e) = handoff::check_connection(fd.as_raw_fd(), &ports) {
-                    ffi::log(
-                        Level::Warn,
-                        0,
-                        Server::main(),
-                        &format!(
-                            "UserPools: user process pid {} refused a descriptor: {e}",
-                            pid()
-                        ),
-                    );
-                    continue;
-                }
-                let _ = handoff::set_blocking(fd.as_raw_fd());
+                let addrs = match handoff::check_connection(fd.as_raw_fd(), &ports) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        let level = match e {
+                            handoff::Refused::Gone(_) => Level::Info,
+                            handoff::Refused::Foreign(_) => Level::Warn,
+                        };
+                        ffi::log(
+                            level,
+                            0,
+                            Server::main(),
+                            &format!(
+                                "UserPools: user process pid {} of user {} refused a descriptor: {e}",
+                                pid(),
+                                identity.user
+                            ),
+                        );
+                        continue;
+                    }
+                };
+                // (blocking or not: httpd's core sets the socket's mode with
+                // its timeout before it reads)
                 itk::test_panic_point("child");
                 child::set_serving(true);
-                let served_ok = w.serve_fd(fd);
+                let served_ok = w.serve_fd(fd, &addrs.local, &addrs.remote);
                 child::set_serving(false);
                 if let Err(e) = served_ok {
                     ffi::log(Level::Info, 0, Server::main(), &format!("UserPools: {e}"));
@@ -653,9 +679,8 @@ pub fn process_main(slot: usize, pool: usize, index: usize, num_listeners: usize
         }
         if let Ok(Received::Fd(fd)) = handoff::recv_fd(recv.as_raw_fd(), 100) {
             pools::got_connection(flags, index);
-            if handoff::check_connection(fd.as_raw_fd(), &ports).is_ok() {
-                let _ = handoff::set_blocking(fd.as_raw_fd());
-                let _ = w.serve_fd(fd);
+            if let Ok(addrs) = handoff::check_connection(fd.as_raw_fd(), &ports) {
+                let _ = w.serve_fd(fd, &addrs.local, &addrs.remote);
             }
         }
     }
@@ -669,10 +694,11 @@ fn foreign(r: Request) -> Option<usize> {
     if mine == 0 {
         return None;
     }
-    let routed = table()
-        .as_ref()
-        .and_then(|t| t.routes.get(&r.server().key()).copied());
-    (routed != Some(mine - 1)).then_some(mine - 1)
+    let key = r.server().key();
+    let routed = MY_SERVERS
+        .get()
+        .is_some_and(|s| s.binary_search(&key).is_ok());
+    (!routed).then_some(mine - 1)
 }
 
 /// In a user process, as soon as httpd has read a request and chosen its

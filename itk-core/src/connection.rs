@@ -53,6 +53,12 @@ impl Ids for crate::ids::Identity {
     }
 }
 
+impl Ids for std::borrow::Cow<'_, crate::ids::Identity> {
+    fn ids(&self) -> (u32, u32) {
+        (self.uid, self.gid)
+    }
+}
+
 /// Why a request closes the connection without an answer.
 #[derive(Debug, PartialEq, Eq)]
 pub enum CloseWhy<T, E> {

@@ -368,32 +368,79 @@ fn sockopt_int(fd: RawFd, opt: libc::c_int) -> io::Result<libc::c_int> {
     Ok(v)
 }
 
-/// The local port of socket `fd`, and whether it is IPv6.
-pub fn local_port(fd: RawFd) -> io::Result<(u16, bool)> {
-    // SAFETY: a zeroed sockaddr_storage is valid; getsockname writes at most
-    // `len` bytes into it.
-    let (ss, _) = unsafe {
+/// What `getsockname` or `getpeername` (`call`) says of `fd`.
+fn sock_addr(
+    fd: RawFd,
+    call: unsafe extern "C" fn(
+        libc::c_int,
+        *mut libc::sockaddr,
+        *mut libc::socklen_t,
+    ) -> libc::c_int,
+) -> io::Result<libc::sockaddr_storage> {
+    // SAFETY: a zeroed sockaddr_storage is valid; getsockname and
+    // getpeername write at most `len` bytes into it.
+    unsafe {
         let mut ss: libc::sockaddr_storage = std::mem::zeroed();
         let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        cvt(libc::getsockname(
-            fd,
-            &mut ss as *mut _ as *mut libc::sockaddr,
-            &mut len,
-        ))?;
-        (ss, len)
-    };
+        cvt(call(fd, &mut ss as *mut _ as *mut libc::sockaddr, &mut len))?;
+        Ok(ss)
+    }
+}
+
+/// The port of an IPv4 or IPv6 address, and whether it is IPv6.
+fn port_of(ss: &libc::sockaddr_storage) -> io::Result<(u16, bool)> {
     match ss.ss_family as libc::c_int {
         libc::AF_INET => {
             // SAFETY: the family says it is a sockaddr_in.
-            let sin = unsafe { &*(&ss as *const _ as *const libc::sockaddr_in) };
+            let sin = unsafe { &*(ss as *const _ as *const libc::sockaddr_in) };
             Ok((u16::from_be(sin.sin_port), false))
         }
         libc::AF_INET6 => {
             // SAFETY: the family says it is a sockaddr_in6.
-            let sin6 = unsafe { &*(&ss as *const _ as *const libc::sockaddr_in6) };
+            let sin6 = unsafe { &*(ss as *const _ as *const libc::sockaddr_in6) };
             Ok((u16::from_be(sin6.sin6_port), true))
         }
         f => Err(io::Error::other(format!("address family {f}"))),
+    }
+}
+
+/// The two addresses of a connection that [`check_connection`] accepted,
+/// as `getsockname` and `getpeername` gave them: the receiver serves the
+/// connection with them and asks the kernel no more.
+#[derive(Clone, Copy)]
+pub struct ConnAddrs {
+    pub local: libc::sockaddr_storage,
+    pub remote: libc::sockaddr_storage,
+}
+
+impl std::fmt::Debug for ConnAddrs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let port = |ss| port_of(ss).map_or(0, |(p, _)| p);
+        write!(
+            f,
+            "ConnAddrs(local port {}, remote port {})",
+            port(&self.local),
+            port(&self.remote)
+        )
+    }
+}
+
+/// Why a receiver does not serve a descriptor.
+#[derive(Debug)]
+pub enum Refused {
+    /// Not an accepted TCP connection on one of the server's ports: no
+    /// worker sends that (a compromised sender, or a bug).
+    Foreign(String),
+    /// The client went away before the receiver took the connection.
+    Gone(io::Error),
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refused::Foreign(why) => f.write_str(why),
+            Refused::Gone(e) => write!(f, "the connection is gone: {e}"),
+        }
     }
 }
 
@@ -401,34 +448,35 @@ pub fn local_port(fd: RawFd) -> io::Result<(u16, bool)> {
 /// accepted (connected, not listening) TCP stream of IPv4 or IPv6 whose
 /// local port is one the server listens on. Anything else is refused (a
 /// compromised sender could pass a Unix socket or a connection of its
-/// own).
-pub fn check_connection(fd: RawFd, ports: &[u16]) -> Result<(), String> {
+/// own). Three system calls, whose answers the receiver then serves the
+/// connection with.
+pub fn check_connection(fd: RawFd, ports: &[u16]) -> Result<ConnAddrs, Refused> {
+    let foreign = Refused::Foreign;
     // (getsockname below refuses anything but IPv4 and IPv6)
-    let ty = sockopt_int(fd, libc::SO_TYPE).map_err(|e| format!("SO_TYPE: {e}"))?;
+    let ty = sockopt_int(fd, libc::SO_TYPE).map_err(|e| foreign(format!("SO_TYPE: {e}")))?;
     if ty != libc::SOCK_STREAM {
-        return Err(format!("not a stream socket (type {ty})"));
+        return Err(foreign(format!("not a stream socket (type {ty})")));
     }
-    if sockopt_int(fd, libc::SO_ACCEPTCONN).map_err(|e| format!("SO_ACCEPTCONN: {e}"))? != 0 {
-        return Err("a listening socket".into());
-    }
-    let (port, _) = local_port(fd).map_err(|e| format!("not an IP socket: {e}"))?;
+    let local =
+        sock_addr(fd, libc::getsockname).map_err(|e| foreign(format!("getsockname: {e}")))?;
+    let (port, _) = port_of(&local).map_err(|e| foreign(format!("not an IP socket: {e}")))?;
     if !ports.contains(&port) {
-        return Err(format!(
+        return Err(foreign(format!(
             "local port {port} is not one the server listens on"
-        ));
+        )));
     }
-    Ok(())
-}
-
-/// Clears `O_NONBLOCK`: the state the server expects of an accepted socket.
-pub fn set_blocking(fd: RawFd) -> io::Result<()> {
-    // SAFETY: fcntl with integer arguments on a descriptor we hold.
-    let fl = cvt(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
-    if fl & libc::O_NONBLOCK == 0 {
-        return Ok(());
-    }
-    // SAFETY: as above.
-    cvt(unsafe { libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK) }).map(drop)
+    // A listening socket has no peer; nor has a connection the client
+    // reset meanwhile.
+    let remote = match sock_addr(fd, libc::getpeername) {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(match sockopt_int(fd, libc::SO_ACCEPTCONN) {
+                Ok(0) => Refused::Gone(e),
+                _ => foreign("a listening socket".into()),
+            });
+        }
+    };
+    Ok(ConnAddrs { local, remote })
 }
 
 /// A table of `u32` words in anonymous shared memory: processes forked
@@ -600,7 +648,6 @@ mod tests {
         };
         check_connection(fd.as_raw_fd(), &[port]).unwrap();
         assert!(check_connection(fd.as_raw_fd(), &[port + 1]).is_err());
-        set_blocking(fd.as_raw_fd()).unwrap();
         // SAFETY: (test) close-on-exec set by MSG_CMSG_CLOEXEC
         let fl = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) };
         assert_ne!(fl & libc::FD_CLOEXEC, 0);
@@ -618,18 +665,21 @@ mod tests {
         assert!(
             check_connection(l.as_raw_fd(), &[port])
                 .unwrap_err()
+                .to_string()
                 .contains("listening")
         );
         let ch = Channel::new().unwrap();
         assert!(
             check_connection(ch.recv.as_raw_fd(), &[port])
                 .unwrap_err()
+                .to_string()
                 .contains("stream")
         );
         let (us, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
         assert!(
             check_connection(us.as_raw_fd(), &[port])
                 .unwrap_err()
+                .to_string()
                 .contains("not an IP socket")
         );
         let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -637,8 +687,33 @@ mod tests {
         assert!(
             check_connection(u.as_raw_fd(), &[up])
                 .unwrap_err()
+                .to_string()
                 .contains("stream")
         );
+    }
+
+    #[test]
+    fn a_connection_the_client_reset_is_gone_not_foreign() {
+        let (c, s, l) = pair();
+        let port = l.local_addr().unwrap().port();
+        let addrs = check_connection(s.as_raw_fd(), &[port]).unwrap();
+        assert_eq!(port_of(&addrs.local).unwrap().0, port);
+        assert_eq!(
+            port_of(&addrs.remote).unwrap().0,
+            c.local_addr().unwrap().port()
+        );
+        // SO_LINGER 0: close sends a reset
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        set_sockopt(c.as_raw_fd(), libc::SO_LINGER, &linger).unwrap();
+        drop(c);
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(matches!(
+            check_connection(s.as_raw_fd(), &[port]),
+            Err(Refused::Gone(_))
+        ));
     }
 
     #[test]

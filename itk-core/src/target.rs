@@ -8,6 +8,7 @@
 
 use crate::ids::{self, IdError, Identity};
 use crate::ranges::ExprPolicy;
+use std::borrow::Cow;
 
 /// The user and group database.
 pub trait UserDb {
@@ -65,21 +66,23 @@ pub enum TargetError {
 }
 
 /// The identity for a request.
-pub fn resolve(
-    d: &Directives,
-    server: &Identity,
+/// Without an expression, the answer borrows the directive's identity or
+/// `server` (every request of a connection asks again: no copy).
+pub fn resolve<'a>(
+    d: &Directives<'a>,
+    server: &'a Identity,
     policy: &ExprPolicy,
     db: &dyn UserDb,
     mut eval: impl FnMut(Expr) -> Result<String, String>,
-) -> Result<Identity, TargetError> {
+) -> Result<Cow<'a, Identity>, TargetError> {
     let mut id = match d.assigned {
-        Some(Some(id)) => id.clone(),
+        Some(Some(id)) => Cow::Borrowed(id),
         Some(None) => {
             return Err(TargetError::Internal(
                 "internal error: the AssignUserID entry is missing from this configuration".into(),
             ));
         }
-        None => server.clone(),
+        None => Cow::Borrowed(server),
     };
     if d.user_expr {
         let name = eval(Expr::User)
@@ -92,7 +95,7 @@ pub fn resolve(
         policy
             .check_uid(user.uid, known)
             .map_err(|e| TargetError::Expr(format!("AssignUserIDExpr returned '{name}': {e}")))?;
-        id = user;
+        id = Cow::Owned(user);
     }
     if d.group_expr {
         let name = eval(Expr::Group)
@@ -110,7 +113,9 @@ pub fn resolve(
         // the user was configured or chosen.
         let user = (id.uid != server.uid || d.assigned.is_some() || d.user_expr)
             .then_some(id.user.as_str());
-        id.groups = db.groups(user, gid).unwrap_or_else(|_| vec![gid]);
+        let groups = db.groups(user, gid).unwrap_or_else(|_| vec![gid]);
+        let id = id.to_mut();
+        id.groups = groups;
         id.gid = gid;
     }
     if d.user_expr || d.group_expr {
@@ -118,7 +123,8 @@ pub fn resolve(
         // group database (docker, adm, sudo...), unless LimitGIDRange says
         // otherwise; its primary group was checked above.
         let primary = id.gid;
-        id.groups
+        id.to_mut()
+            .groups
             .retain(|g| *g == primary || policy.keeps_group(*g));
     }
     Ok(id)
@@ -128,6 +134,17 @@ pub fn resolve(
 mod tests {
     use super::*;
     use crate::ranges::IdRange;
+
+    /// [`super::resolve`], owned: the tests compare whole identities.
+    fn resolve(
+        d: &Directives,
+        server: &Identity,
+        policy: &ExprPolicy,
+        db: &dyn UserDb,
+        eval: impl FnMut(Expr) -> Result<String, String>,
+    ) -> Result<Identity, TargetError> {
+        super::resolve(d, server, policy, db, eval).map(Cow::into_owned)
+    }
 
     /// alice 1500 (groups 1500, sudo 27, staff 1600), daemon 1, no #4000;
     /// groups alice 1500, shadow 42, staff 1600.

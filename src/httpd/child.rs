@@ -698,32 +698,20 @@ impl Child {
     }
 
     /// In a user process: serves the connection `fd`, which another process
-    /// accepted (and this one checked), as prefork serves one it accepted:
-    /// an APR socket from the descriptor and the addresses this process
-    /// reads itself (`apr_os_sock_make`), create_connection,
-    /// process_connection, lingering close; then ptrans is cleared.
-    pub fn serve_fd(&mut self, fd: std::os::fd::OwnedFd) -> Result<(), String> {
+    /// accepted (and this one checked, reading its `local` and `remote`
+    /// addresses), as prefork serves one it accepted: an APR socket from the
+    /// descriptor and those addresses (`apr_os_sock_make`),
+    /// create_connection, process_connection, lingering close; then ptrans
+    /// is cleared.
+    pub fn serve_fd(
+        &mut self,
+        fd: std::os::fd::OwnedFd,
+        local: &libc::sockaddr_storage,
+        remote: &libc::sockaddr_storage,
+    ) -> Result<(), String> {
         use std::os::fd::IntoRawFd;
         let raw = fd.into_raw_fd();
-        // SAFETY: zeroed sockaddr_storage values are valid; getsockname and
-        // getpeername write at most `len` bytes into them.
-        let (mut local, mut remote, ok) = unsafe {
-            let mut local: libc::sockaddr_storage = std::mem::zeroed();
-            let mut remote: libc::sockaddr_storage = std::mem::zeroed();
-            let mut l1 = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            let mut l2 = l1;
-            let ok = libc::getsockname(raw, &mut local as *mut _ as *mut libc::sockaddr, &mut l1)
-                == 0
-                && libc::getpeername(raw, &mut remote as *mut _ as *mut libc::sockaddr, &mut l2)
-                    == 0;
-            (local, remote, ok)
-        };
-        if !ok {
-            let e = std::io::Error::last_os_error();
-            // SAFETY: our descriptor, closed once.
-            unsafe { libc::close(raw) };
-            return Err(format!("the connection is gone: {e}"));
-        }
+        let (mut local, mut remote) = (*local, *remote);
         let mut os: sys::apr_os_sock_t = raw;
         let mut info = sys::apr_os_sock_info_t {
             os_sock: &mut os,

@@ -532,18 +532,21 @@ pub unsafe fn core_dirwalk_stat(
 ///
 /// # Safety
 /// The arguments must be those httpd passed to an open_htaccess hook.
-pub unsafe fn core_open_htaccess(
+pub unsafe fn core_open_htaccess<'r>(
     r: *mut sys::request_rec,
     dir_name: *const c_char,
     access_name: *const c_char,
     conffile: *mut *mut sys::ap_configfile_t,
     full_name: *mut *const c_char,
-) -> (sys::apr_status_t, String) {
-    // SAFETY: as the caller guarantees: live request, out-pointers from httpd.
+) -> (sys::apr_status_t, &'r CStr) {
+    // SAFETY: as the caller guarantees: live request, out-pointers from httpd;
+    // the full path is a NUL-terminated string in the request's pool
+    // (ap_make_full_path never returns NULL), which outlives the caller's
+    // use ('r).
     unsafe {
         *full_name = sys::ap_make_full_path((*r).pool, dir_name, access_name);
         let status = sys::ap_pcfg_openfile(conffile, (*r).pool, *full_name);
-        (status, c_to_string(*full_name))
+        (status, CStr::from_ptr(*full_name))
     }
 }
 
