@@ -4,7 +4,7 @@
 mod harness;
 use harness::*;
 use std::io::Write;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const PID_PHP: &str =
     "<?php echo getmypid(), ' ', posix_getuid(), ' ', posix_geteuid(), ' ', posix_getgid();";
@@ -17,13 +17,17 @@ struct Pools {
 
 /// alice.test and bob.test under their users, UserPools On, room for user
 /// processes above MaxRequestWorkers; `extra` lines for the global config
-/// and `vhost_extra` for a third vhost of alice's, dyn.test.
+/// and `dyn_lines` for a third vhost, dyn.test (in them, `{docroot}` is its
+/// document root, which has a subdirectory `sub`, both with pid.php;
+/// `{alice}` and `{bob}` the users' names).
 fn start(extra: &[&str], dyn_lines: &[String]) -> Pools {
     let alice = TestUser::create(false);
     let bob = TestUser::create(false);
     let setup = Setup::new();
     let (da, db, dd) = (setup.docroot("a"), setup.docroot("b"), setup.docroot("d"));
-    for d in [&da, &db, &dd] {
+    let sub = dd.join("sub");
+    std::fs::create_dir_all(&sub).unwrap();
+    for d in [&da, &db, &dd, &sub] {
         write(&d.join("pid.php"), PID_PHP, 0o644);
         write(
             &d.join("slow.php"),
@@ -41,7 +45,11 @@ fn start(extra: &[&str], dyn_lines: &[String]) -> Pools {
     }
     let mut dynv = VHost::new("dyn.test").line(format!("DocumentRoot {}", dd.display()));
     for l in dyn_lines {
-        dynv = dynv.line(l.clone());
+        dynv = dynv.line(
+            l.replace("{docroot}", &dd.display().to_string())
+                .replace("{alice}", &alice.name)
+                .replace("{bob}", &bob.name),
+        );
     }
     let srv = setup
         .vhost(VHost::of("alice.test", &da, &alice).line("php_admin_value ffi.enable 1"))
@@ -146,6 +154,13 @@ fn connections_go_to_a_persistent_process_of_the_vhosts_user() {
             );
         }
         assert_eq!(status_field(&st, "Seccomp").unwrap(), "2");
+        // (README's table: NoNewPrivileges is off by default)
+        assert_eq!(status_field(&st, "NoNewPrivs").unwrap(), "0");
+        assert_eq!(
+            status_field(&st, "Groups").unwrap(),
+            g,
+            "alice's groups only"
+        );
     }
     // mod_status lists the user processes with their user and vhosts (asked
     // through dyn.test, a vhost of User's: alice's one process must stay
@@ -271,6 +286,51 @@ fn vhosts_whose_identity_can_vary_take_the_classic_path() {
     assert!(
         srv.error_log()
             .contains("takes the classic path (AssignUserIDExpr"),
+        "{}",
+        srv.error_log()
+    );
+}
+
+#[test]
+fn a_vhost_with_an_identity_in_a_directory_takes_the_classic_path() {
+    let p = start(
+        &[],
+        &[
+            "AssignUserID {bob} {bob}".into(),
+            "<Directory {docroot}/sub>".into(),
+            "AssignUserID {alice} {alice}".into(),
+            "</Directory>".into(),
+        ],
+    );
+    let srv = &p.srv;
+    // alice.test is served by a user process: the pools are on
+    warm(srv, "alice.test");
+    let mut pids = std::collections::HashSet::new();
+    for (path, want) in [
+        ("/pid.php", p.bob.uid),
+        ("/sub/pid.php", p.alice.uid),
+        ("/pid.php", p.bob.uid),
+        ("/sub/pid.php", p.alice.uid),
+    ] {
+        let r = srv.get("dyn.test", path);
+        assert_eq!(r.status, 200, "{path}: {}\n{}", r.body, srv.error_log());
+        let v: Vec<&str> = r.body.split(' ').collect();
+        assert_eq!(v[1], want.to_string(), "{path}: {}", r.body);
+        assert_eq!(v[2], want.to_string(), "{path}: {}", r.body);
+        let pid: i32 = v[0].parse().unwrap();
+        // a connection child of a worker, never a user process
+        assert!(
+            !is_user_process(srv, pid),
+            "{path} served by user process {pid}"
+        );
+        pids.insert(pid);
+    }
+    assert_eq!(pids.len(), 4, "a connection child served two connections");
+    assert!(
+        srv.error_log().lines().any(|l| l.contains("dyn.test")
+            && l.contains(
+                "takes the classic path (an identity or NiceValue directive in a section)"
+            )),
         "{}",
         srv.error_log()
     );
@@ -417,6 +477,50 @@ fn idle_user_processes_exit_and_max_connections_recycles_them() {
         wait_until(15, || !std::path::Path::new(&format!("/proc/{b}")).exists()
             || parent_of(b) != srv.parent_pid()),
         "user process {b} did not exit when idle"
+    );
+}
+
+#[test]
+fn under_load_a_user_has_at_most_user_pool_max_processes() {
+    let p = start(&["UserPoolMaxProcesses 2"], &[]);
+    let srv = &p.srv;
+    warm(srv, "alice.test");
+    let alice = p.alice.uid.to_string();
+    // alice's user processes: the parent's children that run as her
+    let count = || {
+        children_of(srv.parent_pid())
+            .into_iter()
+            .filter(|&c| {
+                status_field(&proc_status(c), "Uid")
+                    .is_some_and(|u| u.split(' ').next() == Some(alice.as_str()))
+            })
+            .count()
+    };
+    let mut most = 0;
+    // six slow requests at a time, four times: the demand asks for more
+    // processes than the cap; the rest take the classic path
+    for round in 0..4 {
+        let batch: Vec<_> = (0..6)
+            .map(|_| get_in_background(srv.port(), "alice.test", "/slow.php"))
+            .collect();
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_millis(2500) {
+            most = most.max(count());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for h in batch {
+            let r = h
+                .join()
+                .unwrap()
+                .unwrap_or_else(|e| panic!("round {round}: {e}\n{}", srv.error_log()));
+            assert_eq!(r.status, 200, "round {round}: {}", r.body);
+        }
+    }
+    assert_eq!(
+        most,
+        2,
+        "UserPoolMaxProcesses 2: alice had at most {most} user processes\n{}",
+        srv.error_log()
     );
 }
 
