@@ -50,6 +50,11 @@ struct Table {
     routes: HashMap<usize, usize>,
     /// mod_remoteip expects a PROXY header somewhere.
     proxy_protocol: bool,
+    /// The main server's limits on a request head (a head beyond them is
+    /// for httpd to refuse, on the classic path).
+    limits: HttpLimits,
+    /// Seconds a worker waits for a head ([`peek::head_timeout`]).
+    head_timeout: u64,
     max_processes: usize,
     /// Word `i`: how many processes of pool `i` run, as the parent counts
     /// them. Mapped in the parent and the workers only (no user process,
@@ -169,7 +174,26 @@ pub fn post_config(pconf: Pool, s: Server) -> Result<(), String> {
         );
     }
     let alive = SharedWords::new(pools.len()).map_err(|e| format!("UserPools: mmap: {e}"))?;
+    let rl = core::request_limits(s);
+    let limits = HttpLimits {
+        request_line: rl.line,
+        field_size: rl.field_size,
+        fields: rl.fields,
+        strict: !rl.lenient_lines,
+        ..HttpLimits::default()
+    };
+    let reqtimeout = core::module_loaded(c"mod_reqtimeout.c")
+        .then(|| core::server_directive_args("RequestReadTimeout"));
+    let head_timeout = peek::head_timeout(s.timeout_secs(), reqtimeout.as_deref());
+    ffi::log(
+        Level::Debug,
+        0,
+        Some(s),
+        &format!("UserPools: workers wait up to {head_timeout} s for a request head; {limits:?}"),
+    );
     *table() = Some(Table {
+        limits,
+        head_timeout,
         alive: Some(alive),
         pools,
         routes,
@@ -204,8 +228,7 @@ pub fn dispatch(w: &Worker, sock: Accepted) -> Option<Accepted> {
         return Some(sock);
     };
     let fd = sock.raw_fd();
-    let timeout = Server::main().map_or(60, |s| s.timeout_secs()).clamp(1, 60);
-    let deadline = Instant::now() + Duration::from_secs(timeout);
+    let deadline = Instant::now() + Duration::from_secs(t.head_timeout);
     // (one buffer for the worker's life: a worker peeks at one connection
     // at a time)
     static BUF: Mutex<Vec<u8>> = Mutex::new(Vec::new());
@@ -214,7 +237,6 @@ pub fn dispatch(w: &Worker, sock: Accepted) -> Option<Accepted> {
         buf.resize(PEEK_MAX, 0);
     }
     let mut have = 0;
-    let limits = HttpLimits::default();
     let classic = |why: &dyn std::fmt::Display| {
         ffi::log(
             Level::Trace1,
@@ -242,7 +264,7 @@ pub fn dispatch(w: &Worker, sock: Accepted) -> Option<Accepted> {
                 }
             }
         }
-        match peek::http_request(data, &limits) {
+        match peek::http_request(data, &t.limits) {
             Http::NeedMore if have < buf.len() => continue,
             Http::Host(h) => break Named::Http(Some(h), String::new()),
             Http::NoHost { path } => break Named::Http(None, path),

@@ -525,6 +525,46 @@ fn under_load_a_user_has_at_most_user_pool_max_processes() {
 }
 
 #[test]
+fn a_stalled_request_head_leaves_the_worker_after_request_read_timeout() {
+    // Timeout 300 would hold the worker that peeks for 60 s; mod_reqtimeout
+    // ends a head after 2 s, and so does the peek
+    let load = format!("LoadModule reqtimeout_module {MODULES}/mod_reqtimeout.so");
+    let p = start(
+        &[
+            &load,
+            "RequestReadTimeout header=2",
+            "Timeout 300",
+            "LogLevel info mpm_itk:trace1",
+        ],
+        &[],
+    );
+    let srv = &p.srv;
+    warm(srv, "alice.test");
+    let mut s = srv.connect();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    // half a head, then nothing
+    write!(s, "GET /pid.php HTTP/1.1\r\nHost: alice.test\r\n").unwrap();
+    let r = read_response(&mut s)
+        .unwrap_or_else(|e| panic!("no answer to a stalled head: {e}\n{}", srv.error_log()));
+    // (the classic path's child reads on, and mod_reqtimeout ends it)
+    assert_eq!(r.status, 408, "{}", r.body);
+    assert!(
+        srv.error_log()
+            .contains("UserPools: classic path: peek: Ok(Timeout)"),
+        "{}",
+        srv.error_log()
+    );
+    assert!(
+        srv.error_log()
+            .contains("workers wait up to 2 s for a request head"),
+        "{}",
+        srv.error_log()
+    );
+    // and the pools still serve
+    assert_eq!(who(srv, "alice.test").1, p.alice.uid);
+}
+
+#[test]
 fn a_graceful_stop_that_reaches_a_user_process_before_its_handlers_ends_it() {
     // CI once saw a user process forked just before a graceful stop miss
     // the signal (it ran the parent's inherited handler) and wait for

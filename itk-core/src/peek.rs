@@ -201,6 +201,36 @@ impl Default for HttpLimits {
     }
 }
 
+/// How long a worker waits for a request head (or a TLS ClientHello)
+/// before it gives the connection to the classic path: httpd's `Timeout`
+/// (`timeout_secs`), or less where mod_reqtimeout would end the head
+/// sooner: the first value of its `header=` stage (`header=20-40,MinRate=500`:
+/// 20 s; `header=0`: off). `reqtimeout` is None without mod_reqtimeout,
+/// else the arguments of the server's `RequestReadTimeout` lines in order
+/// (none: its default, `header=20-40,MinRate=500`). At least 1 s and at
+/// most 60 s: a worker is not held longer by a silent client.
+pub fn head_timeout(timeout_secs: u64, reqtimeout: Option<&[String]>) -> u64 {
+    let mut header = reqtimeout.map(|_| 20);
+    for args in reqtimeout.unwrap_or_default() {
+        for word in args.split_whitespace() {
+            let Some((stage, value)) = word.split_once('=') else {
+                continue;
+            };
+            if !stage.eq_ignore_ascii_case("header") {
+                continue;
+            }
+            match value.split([',', '-']).next().map(str::parse::<u64>) {
+                Some(Ok(0)) => header = None,
+                Some(Ok(n)) => header = Some(n),
+                _ => {}
+            }
+        }
+    }
+    header
+        .map_or(timeout_secs, |h| h.min(timeout_secs))
+        .clamp(1, 60)
+}
+
 /// What the request head says about the vhost.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Http {
@@ -1016,6 +1046,36 @@ fn parse_alpn(data: &[u8]) -> Result<Vec<Vec<u8>>, Classic> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_head_timeout_follows_timeout_and_request_read_timeout() {
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // no mod_reqtimeout: Timeout, at most 60 s
+        assert_eq!(head_timeout(300, None), 60);
+        assert_eq!(head_timeout(10, None), 10);
+        assert_eq!(head_timeout(0, None), 1);
+        // its default (header=20-40,MinRate=500)
+        assert_eq!(head_timeout(300, Some(&[])), 20);
+        assert_eq!(head_timeout(5, Some(&[])), 5);
+        // Debian's reqtimeout.conf
+        let debian = args(&["header=20-40,minrate=500", "body=10,minrate=500"]);
+        assert_eq!(head_timeout(300, Some(&debian)), 20);
+        assert_eq!(
+            head_timeout(300, Some(&args(&["handshake=5 header=10"]))),
+            10
+        );
+        assert_eq!(head_timeout(300, Some(&args(&["Header=7,MinRate=100"]))), 7);
+        // off, and the later line wins
+        assert_eq!(head_timeout(300, Some(&args(&["header=0"]))), 60);
+        assert_eq!(
+            head_timeout(300, Some(&args(&["header=0", "header=15-30"]))),
+            15
+        );
+        // only body: the default header stage stays
+        assert_eq!(head_timeout(300, Some(&args(&["body=30"]))), 20);
+        // nonsense is ignored
+        assert_eq!(head_timeout(300, Some(&args(&["header=abc", "foo"]))), 20);
+    }
 
     // -- PROXY --------------------------------------------------------------
 

@@ -200,6 +200,62 @@ pub fn log_startup_banner(plog: Pool, accept_mutex_name: &str) {
     );
 }
 
+/// A server's limits on a request head: `LimitRequestLine`,
+/// `LimitRequestFieldSize`, `LimitRequestFields` (0: unlimited) and
+/// whether `HttpProtocolOptions Unsafe` lets lines end in a bare LF.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestLimits {
+    pub line: usize,
+    pub field_size: usize,
+    pub fields: usize,
+    pub lenient_lines: bool,
+}
+
+pub fn request_limits(s: Server) -> RequestLimits {
+    let r = s.get();
+    // SAFETY: every server has core's configuration (created in core's
+    // create_server_config, never NULL for a parsed server); read only.
+    let lenient_lines = unsafe {
+        let conf = sys::ap_get_module_config(r.module_config, ptr::addr_of!(sys::core_module))
+            as *const sys::core_server_config;
+        !conf.is_null()
+            && ((*conf).http_conformance as c_int & sys::AP_HTTP_CONFORMANCE_UNSAFE) != 0
+    };
+    RequestLimits {
+        line: r.limit_req_line.max(0) as usize,
+        field_size: r.limit_req_fieldsize.max(0) as usize,
+        fields: r.limit_req_fields.max(0) as usize,
+        lenient_lines,
+    }
+}
+
+/// The arguments of every `name` directive of the main server's own
+/// configuration (the top level of the tree, outside `<VirtualHost>`), in
+/// order. Read at post_config, in the parent.
+pub fn server_directive_args(name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    // SAFETY: read once, at post_config, in the parent (single-threaded);
+    // the tree lives in pconf for the whole generation.
+    let mut d = unsafe { sys::ap_conftree } as *const sys::ap_directive_t;
+    while !d.is_null() {
+        // SAFETY: a node of that tree; its strings are NUL-terminated or
+        // null.
+        let (directive, args, next) = unsafe {
+            let n = &*d;
+            (
+                c_to_string(n.directive),
+                c_to_string(n.args),
+                n.next as *const sys::ap_directive_t,
+            )
+        };
+        if directive.eq_ignore_ascii_case(name) {
+            out.push(args);
+        }
+        d = next;
+    }
+    out
+}
+
 /// Is the global directive `name` given with the argument `On` anywhere in
 /// the configuration tree (inside `<IfModule>` and friends too)? For
 /// directives of other modules whose state we cannot query, such as
