@@ -626,6 +626,8 @@ pub fn process_main(slot: usize, pool: usize, index: usize, num_listeners: usize
             .map(|t| t.pools[pool].vhosts.join(" "))
             .unwrap_or_default()
     );
+    // (configuration strings hold no NUL)
+    let descr = std::ffi::CString::new(descr).unwrap_or_default();
     loop {
         if child::die_now() {
             break;

@@ -417,12 +417,11 @@ impl Child {
     /// Marks the slot idle with `descr` in mod_status's request column
     /// (`ap_update_child_status_descr`; shown with ExtendedStatus, which
     /// mod_status turns on).
-    pub fn set_idle_descr(&self, descr: &str) {
-        let d = super::cstring_lossy(descr);
+    pub fn set_idle_descr(&self, descr: &std::ffi::CStr) {
         // SAFETY: sbh was created for this process's slot; httpd copies the
         // NUL-terminated string.
         unsafe {
-            sys::ap_update_child_status_descr(self.sbh, sys::SERVER_READY as c_int, d.as_ptr())
+            sys::ap_update_child_status_descr(self.sbh, sys::SERVER_READY as c_int, descr.as_ptr())
         };
     }
 
