@@ -30,6 +30,11 @@ fn start(extra: &[&str], dyn_lines: &[String]) -> Pools {
     for d in [&da, &db, &dd, &sub] {
         write(&d.join("pid.php"), PID_PHP, 0o644);
         write(
+            &d.join("ip.php"),
+            "<?php echo getmypid(), ' ', posix_getuid(), ' ', $_SERVER['REMOTE_ADDR'];",
+            0o644,
+        );
+        write(
             &d.join("slow.php"),
             "<?php sleep(2); echo getmypid();",
             0o644,
@@ -562,6 +567,50 @@ fn a_stalled_request_head_leaves_the_worker_after_request_read_timeout() {
     );
     // and the pools still serve
     assert_eq!(who(srv, "alice.test").1, p.alice.uid);
+}
+
+#[test]
+fn a_proxy_protocol_header_is_skipped_and_the_request_routed_by_its_host() {
+    let load = format!("LoadModule remoteip_module {MODULES}/mod_remoteip.so");
+    let p = start(&[&load, "RemoteIPProxyProtocol On"], &[]);
+    let srv = &p.srv;
+    // (pid, uid, client address) of /ip.php through a PROXY v1 header that
+    // names 192.0.2.7
+    let get = |host: &str| {
+        let mut s = srv.connect();
+        write!(
+            s,
+            "PROXY TCP4 192.0.2.7 127.0.0.1 40000 {}\r\nGET /ip.php HTTP/1.1\r\nHost: {host}\r\n\
+             Connection: close\r\n\r\n",
+            srv.port()
+        )
+        .unwrap();
+        let r =
+            read_response(&mut s).unwrap_or_else(|e| panic!("{host}: {e}\n{}", srv.error_log()));
+        assert_eq!(r.status, 200, "{host}: {}\n{}", r.body, srv.error_log());
+        let v: Vec<&str> = r.body.split(' ').collect();
+        (
+            v[0].parse::<i32>().unwrap(),
+            v[1].parse::<u32>().unwrap(),
+            v[2].to_string(),
+        )
+    };
+    for (host, uid) in [("alice.test", p.alice.uid), ("bob.test", p.bob.uid)] {
+        // the first connections take the classic path while the parent
+        // starts the user's process
+        let mut last = (0, 0, String::new());
+        assert!(
+            wait_until(20, || {
+                last = get(host);
+                assert_eq!(last.1, uid, "{host} as the wrong user");
+                assert_eq!(last.2, "192.0.2.7", "{host}: the header's client address");
+                std::thread::sleep(Duration::from_millis(100));
+                is_user_process(srv, last.0)
+            }),
+            "{host} never reached a user process through a PROXY header: {last:?}\n{}",
+            srv.error_log()
+        );
+    }
 }
 
 #[test]

@@ -407,6 +407,17 @@ impl Setup {
             let log_path = self.dir.join("logs/error.log");
             let deadline = Instant::now() + Duration::from_secs(15);
             let mut exited = false;
+            // (a configuration that expects a PROXY header on every
+            // connection gets one)
+            let proxy = if self
+                .global
+                .iter()
+                .any(|g| g.eq_ignore_ascii_case("RemoteIPProxyProtocol On"))
+            {
+                format!("PROXY TCP4 127.0.0.1 127.0.0.1 40000 {}\r\n", self.port)
+            } else {
+                String::new()
+            };
             loop {
                 if let Ok(Some(_)) = child.try_wait() {
                     exited = true;
@@ -417,7 +428,7 @@ impl Setup {
                         s.set_read_timeout(Some(Duration::from_secs(2)))?;
                         write!(
                             s,
-                            "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+                            "{proxy}GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
                         )?;
                         read_response(&mut s)
                     })
