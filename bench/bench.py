@@ -970,11 +970,18 @@ def main():
             f.write(text)
         print(text)
         log("bench: wrote %s" % out_path)
-        if args.tls and not args.out:
-            splice_tls(text)
         if not quick:
             # the chart beside it (RESULTS.svg): req/s and CPU per request
             subprocess.run([sys.executable, os.path.join(HERE, "chart.py"), out_path], check=False)
+        if args.tls and not args.out:
+            splice_tls(text)
+        elif not quick and not args.out and not args.modset:
+            # a full plain run keeps the HTTPS rows of the last --tls run
+            try:
+                with open(os.path.join(HERE, "RESULTS-tls.md")) as f:
+                    splice_tls(f.read())
+            except OSError:
+                pass
         if broken:
             log("bench: some runs failed:\n  " + "\n  ".join(broken))
         for h in servers:
