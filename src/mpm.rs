@@ -308,21 +308,22 @@ pub fn open_logs(pconf: Pool, s: Server) -> i32 {
 
 /// prefork_query: what `ap_mpm_query` answers. None = APR_ENOTIMPL.
 pub fn query(code: i32) -> Option<i32> {
-    let t = tuning();
-    let r = Retained::get();
+    // (httpd asks for the state on every request, mod_php for more: no
+    // lookup of the retained data, no configuration lock for those)
+    let unixd = || Unixd::cached().or_else(|| Retained::get().map(|r| r.unixd));
     Some(match code {
-        mpmq::MAX_DAEMON_USED | mpmq::MAX_DAEMONS => t.daemons_limit,
+        mpmq::MPM_STATE => unixd()?.mpm_state(),
+        mpmq::GENERATION => unixd()?.my_generation(),
         // Not threaded: mod_php (non-thread-safe) loads and runs.
         mpmq::IS_THREADED => mpmq::NOT_SUPPORTED,
         mpmq::IS_FORKED => mpmq::DYNAMIC,
-        mpmq::HARD_LIMIT_DAEMONS => t.server_limit,
         mpmq::HARD_LIMIT_THREADS | mpmq::MAX_THREADS => 1,
-        mpmq::MIN_SPARE_DAEMONS => t.min_spare,
         mpmq::MIN_SPARE_THREADS | mpmq::MAX_SPARE_THREADS => 0,
-        mpmq::MAX_SPARE_DAEMONS => t.max_spare,
         mpmq::MAX_REQUESTS_DAEMON => core::max_requests_per_child(),
-        mpmq::MPM_STATE => r?.mpm_state(),
-        mpmq::GENERATION => r?.my_generation(),
+        mpmq::MAX_DAEMON_USED | mpmq::MAX_DAEMONS => tuning().daemons_limit,
+        mpmq::HARD_LIMIT_DAEMONS => tuning().server_limit,
+        mpmq::MIN_SPARE_DAEMONS => tuning().min_spare,
+        mpmq::MAX_SPARE_DAEMONS => tuning().max_spare,
         _ => return None,
     })
 }
