@@ -96,28 +96,6 @@ fn expect_privs(what: &str, pid: i32, want: &Privs) {
     assert_eq!(got.as_ref(), Some(want), "{what} (pid {pid})");
 }
 
-/// The inode of the server side of our connection `s`, from /proc/net/tcp.
-fn server_socket_inode(s: &std::net::TcpStream) -> Option<String> {
-    let (ours, theirs) = (s.local_addr().ok()?.port(), s.peer_addr().ok()?.port());
-    let local = format!("0100007F:{theirs:04X}");
-    let remote = format!("0100007F:{ours:04X}");
-    std::fs::read_to_string("/proc/net/tcp")
-        .ok()?
-        .lines()
-        .skip(1)
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .find(|f| f.len() > 9 && f[1] == local && f[2] == remote)
-        .map(|f| f[9].to_string())
-}
-
-fn holds_socket(pid: i32, inode: &str) -> bool {
-    let want = format!("socket:[{inode}]");
-    std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|d| {
-        d.flatten()
-            .any(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy() == want))
-    })
-}
-
 /// A slow client: half a request, so that the process that holds it waits
 /// before the switch. Returns the stream, the worker that accepted it and
 /// the process that holds the connection: the worker's connection child,
