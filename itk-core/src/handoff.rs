@@ -368,7 +368,8 @@ fn sockopt_int(fd: RawFd, opt: libc::c_int) -> io::Result<libc::c_int> {
     Ok(v)
 }
 
-/// What `getsockname` or `getpeername` (`call`) says of `fd`.
+/// What `getsockname` or `getpeername` (`call`, one of those two and
+/// nothing else) says of `fd`.
 fn sock_addr(
     fd: RawFd,
     call: unsafe extern "C" fn(
@@ -377,8 +378,9 @@ fn sock_addr(
         *mut libc::socklen_t,
     ) -> libc::c_int,
 ) -> io::Result<libc::sockaddr_storage> {
-    // SAFETY: a zeroed sockaddr_storage is valid; getsockname and
-    // getpeername write at most `len` bytes into it.
+    // SAFETY: a zeroed sockaddr_storage is valid; `call` is getsockname or
+    // getpeername (the only callers pass those), which write at most `len`
+    // bytes into it.
     unsafe {
         let mut ss: libc::sockaddr_storage = std::mem::zeroed();
         let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;

@@ -213,6 +213,8 @@ pub fn head_timeout(timeout_secs: u64, reqtimeout: Option<&[String]>) -> u64 {
     let mut header = reqtimeout.map(|_| 20);
     for args in reqtimeout.unwrap_or_default() {
         for word in args.split_whitespace() {
+            // (httpd hands mod_reqtimeout each word unquoted)
+            let word = word.trim_matches(['"', '\'']);
             let Some((stage, value)) = word.split_once('=') else {
                 continue;
             };
@@ -1073,6 +1075,14 @@ mod tests {
         );
         // only body: the default header stage stays
         assert_eq!(head_timeout(300, Some(&args(&["body=30"]))), 20);
+        // quoted, as httpd allows
+        assert_eq!(
+            head_timeout(
+                300,
+                Some(&args(&["\"header=30-60,MinRate=500\" 'body=10'"]))
+            ),
+            30
+        );
         // nonsense is ignored
         assert_eq!(head_timeout(300, Some(&args(&["header=abc", "foo"]))), 20);
     }

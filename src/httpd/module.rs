@@ -531,7 +531,9 @@ pub unsafe fn core_dirwalk_stat(
 /// opens it. Returns the status and the path.
 ///
 /// # Safety
-/// The arguments must be those httpd passed to an open_htaccess hook.
+/// The arguments must be those httpd passed to an open_htaccess hook, and
+/// the returned path (in the request's pool) must not be used after the
+/// hook returns (`'r` ends with it).
 pub unsafe fn core_open_htaccess<'r>(
     r: *mut sys::request_rec,
     dir_name: *const c_char,
