@@ -309,11 +309,11 @@ pub fn open_logs(pconf: Pool, s: Server) -> i32 {
 /// prefork_query: what `ap_mpm_query` answers. None = APR_ENOTIMPL.
 pub fn query(code: i32) -> Option<i32> {
     // (httpd asks for the state on every request, mod_php for more: no
-    // lookup of the retained data, no configuration lock for those)
-    let unixd = || Unixd::cached().or_else(|| Retained::get().map(|r| r.unixd));
+    // lookup of the retained data, no configuration lock for those; the
+    // block is cached once pre_config attached it, None before)
     Some(match code {
-        mpmq::MPM_STATE => unixd()?.mpm_state(),
-        mpmq::GENERATION => unixd()?.my_generation(),
+        mpmq::MPM_STATE => Unixd::cached()?.mpm_state(),
+        mpmq::GENERATION => Unixd::cached()?.my_generation(),
         // Not threaded: mod_php (non-thread-safe) loads and runs.
         mpmq::IS_THREADED => mpmq::NOT_SUPPORTED,
         mpmq::IS_FORKED => mpmq::DYNAMIC,

@@ -547,7 +547,7 @@ pub fn process_main(slot: usize, pool: usize, index: usize, num_listeners: usize
     if let Err(e) = w.close_listening_side() {
         fail(e)
     }
-    let (identity, key, recv, words) = {
+    let (identity, key, recv, words, vhosts) = {
         let mut guard = table();
         let Some(t) = guard.as_mut() else {
             fail("no pools in this generation".into())
@@ -566,27 +566,19 @@ pub fn process_main(slot: usize, pool: usize, index: usize, num_listeners: usize
         let Some((recv, Some(words))) = mine else {
             fail("no such pool".into())
         };
-        (
-            t.pools[pool].identity.clone(),
-            t.pools[pool].key,
-            recv,
-            words,
-        )
+        let mut servers: Vec<usize> = t
+            .routes
+            .iter()
+            .filter(|&(_, &p)| p == pool)
+            .map(|(&k, _)| k)
+            .collect();
+        servers.sort_unstable();
+        if MY_SERVERS.set(servers).is_err() {
+            fail("the pool's vhosts were set before".into())
+        }
+        let p = &t.pools[pool];
+        (p.identity.clone(), p.key, recv, words, p.vhosts.join(" "))
     };
-    let mut servers: Vec<usize> = table()
-        .as_ref()
-        .map(|t| {
-            t.routes
-                .iter()
-                .filter(|&(_, &p)| p == pool)
-                .map(|(&k, _)| k)
-                .collect()
-        })
-        .unwrap_or_default();
-    servers.sort_unstable();
-    if MY_SERVERS.set(servers).is_err() {
-        fail("the pool's vhosts were set before".into())
-    }
     MY_POOL.store(pool + 1, Ordering::Relaxed);
     if let Err(e) = itk::become_pool_user(slot, &identity, key.nice) {
         fail(e)
@@ -617,15 +609,7 @@ pub fn process_main(slot: usize, pool: usize, index: usize, num_listeners: usize
     let mut served: u64 = 0;
     let flags = words.words();
     // mod_status: whose process this is, and for which vhosts.
-    let descr = format!(
-        "[user {} uid {}] {}",
-        identity.user,
-        identity.uid,
-        table()
-            .as_ref()
-            .map(|t| t.pools[pool].vhosts.join(" "))
-            .unwrap_or_default()
-    );
+    let descr = format!("[user {} uid {}] {vhosts}", identity.user, identity.uid);
     // (configuration strings hold no NUL)
     let descr = std::ffi::CString::new(descr).unwrap_or_default();
     loop {

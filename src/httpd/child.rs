@@ -485,10 +485,16 @@ impl Child {
         } else if st != 0 {
             AcceptOutcome::Retry
         } else {
-            // SAFETY: the listener record and its protocol string live in
-            // pconf.
-            let proto = unsafe { c_to_string((*lr).protocol) };
-            AcceptOutcome::Got(Accepted(csd, proto.eq_ignore_ascii_case("https")))
+            // SAFETY: the listener record and its protocol string (NUL-
+            // terminated or null) live in pconf.
+            let https = unsafe {
+                let p = (*lr).protocol;
+                !p.is_null()
+                    && std::ffi::CStr::from_ptr(p)
+                        .to_bytes()
+                        .eq_ignore_ascii_case(b"https")
+            };
+            AcceptOutcome::Got(Accepted(csd, https))
         }
     }
 

@@ -229,29 +229,48 @@ pub fn request_limits(s: Server) -> RequestLimits {
     }
 }
 
+/// One node of httpd's configuration tree: its directive, arguments,
+/// first child and next sibling.
+struct Node {
+    directive: String,
+    args: String,
+    child: *const sys::ap_directive_t,
+    next: *const sys::ap_directive_t,
+}
+
+/// The tree's first node (post_config, in the parent).
+fn conf_root() -> *const sys::ap_directive_t {
+    // SAFETY: read once, at post_config, in the parent (single-threaded).
+    unsafe { sys::ap_conftree as *const sys::ap_directive_t }
+}
+
+/// Node `d` (not null) of the tree from [`conf_root`].
+fn node(d: *const sys::ap_directive_t) -> Node {
+    // SAFETY: the tree lives in pconf for the whole generation; its strings
+    // are NUL-terminated or null.
+    unsafe {
+        let n = &*d;
+        Node {
+            directive: c_to_string(n.directive),
+            args: c_to_string(n.args),
+            child: n.first_child,
+            next: n.next,
+        }
+    }
+}
+
 /// The arguments of every `name` directive of the main server's own
 /// configuration (the top level of the tree, outside `<VirtualHost>`), in
 /// order. Read at post_config, in the parent.
 pub fn server_directive_args(name: &str) -> Vec<String> {
     let mut out = Vec::new();
-    // SAFETY: read once, at post_config, in the parent (single-threaded);
-    // the tree lives in pconf for the whole generation.
-    let mut d = unsafe { sys::ap_conftree } as *const sys::ap_directive_t;
+    let mut d = conf_root();
     while !d.is_null() {
-        // SAFETY: a node of that tree; its strings are NUL-terminated or
-        // null.
-        let (directive, args, next) = unsafe {
-            let n = &*d;
-            (
-                c_to_string(n.directive),
-                c_to_string(n.args),
-                n.next as *const sys::ap_directive_t,
-            )
-        };
-        if directive.eq_ignore_ascii_case(name) {
-            out.push(args);
+        let n = node(d);
+        if n.directive.eq_ignore_ascii_case(name) {
+            out.push(n.args);
         }
-        d = next;
+        d = n.next;
     }
     out
 }
@@ -263,30 +282,18 @@ pub fn server_directive_args(name: &str) -> Vec<String> {
 pub fn config_flag_on(name: &str) -> bool {
     fn walk(mut d: *const sys::ap_directive_t, name: &str) -> bool {
         while !d.is_null() {
-            // SAFETY: the tree lives in pconf for the whole generation;
-            // its strings are NUL-terminated or null.
-            let (directive, args, child, next) = unsafe {
-                let n = &*d;
-                (
-                    c_to_string(n.directive),
-                    c_to_string(n.args),
-                    n.first_child as *const sys::ap_directive_t,
-                    n.next as *const sys::ap_directive_t,
-                )
-            };
-            if directive.eq_ignore_ascii_case(name) && args.trim().eq_ignore_ascii_case("on") {
+            let n = node(d);
+            if n.directive.eq_ignore_ascii_case(name) && n.args.trim().eq_ignore_ascii_case("on") {
                 return true;
             }
-            if walk(child, name) {
+            if walk(n.child, name) {
                 return true;
             }
-            d = next;
+            d = n.next;
         }
         false
     }
-    // SAFETY: read once, at post_config, in the parent (single-threaded).
-    let root = unsafe { sys::ap_conftree } as *const sys::ap_directive_t;
-    walk(root, name)
+    walk(conf_root(), name)
 }
 
 /// Closes core's listener list in this process.
